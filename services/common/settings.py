@@ -1,0 +1,54 @@
+"""One typed settings object per service, read from environment variables.
+
+Common fields have fixed names (HS_NATS_URL, DATABASE_URL, ...). Each service subclasses
+`ServiceSettings` and sets its own `env_prefix` (e.g. HS_TRAINER_) for its own fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has. Subclasses add theirs under their own prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="HS_", extra="ignore", populate_by_name=True)
+
+    service_name: str = Field("headshots", validation_alias=_env("HS_SERVICE_NAME"))
+    grpc_host: str = Field("127.0.0.1", validation_alias=_env("HS_GRPC_HOST"))
+    grpc_port: int = Field(0, validation_alias=_env("HS_GRPC_PORT"))
+    # Prometheus /metrics; 0 picks a free port (written to the log at start).
+    metrics_port: int = Field(0, validation_alias=_env("HS_METRICS_PORT"))
+    # Empty: an embedded PostgreSQL is started (demo and tests only).
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL", "HS_DATABASE_URL"))
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_env("HS_NATS_URL", "NATS_URL"))
+    # file:///abs/path or s3://bucket/prefix
+    blob_url: str = Field("file://./var/blobs", validation_alias=_env("HS_BLOB_URL"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("HS_S3_ENDPOINT_URL"))
+    # base64 of 32 random bytes; wraps the per-order data keys. A Kubernetes Secret in production.
+    master_key: SecretStr | None = Field(None, validation_alias=_env("HS_MASTER_KEY"))
+    master_key_id: str = Field("master-1", validation_alias=_env("HS_MASTER_KEY_ID"))
+    models_dir: Path = Field(Path("var/models"), validation_alias=_env("HS_MODELS_DIR"))
+    log_level: str = Field("INFO", validation_alias=_env("HS_LOG_LEVEL"))
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_env("HS_LOG_FORMAT"))
+    # none | console | otlp | memory (tests)
+    otel_exporter: Literal["none", "console", "otlp", "memory", "file"] = Field(
+        "none", validation_alias=_env("HS_OTEL_EXPORTER")
+    )
+    otel_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    # file exporter: spans appended as JSON lines (used by the e2e trace test)
+    otel_file: Path | None = Field(None, validation_alias=_env("HS_OTEL_FILE"))
+    # Seconds between SIGTERM and exit: finish or hand back work inside this.
+    shutdown_grace_seconds: float = Field(20.0, validation_alias=_env("HS_SHUTDOWN_GRACE_SECONDS"))
+    # Internal service addresses (host:port)
+    filter_addr: str = Field("127.0.0.1:50053", validation_alias=_env("HS_FILTER_ADDR"))
+    generator_addr: str = Field("127.0.0.1:50052", validation_alias=_env("HS_GENERATOR_ADDR"))
+    retention_addr: str = Field("127.0.0.1:50055", validation_alias=_env("HS_RETENTION_ADDR"))
