@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT)
     ns = parser.parse_args()
     generate(ns.out)
-    print(f"generated {len(proto_files())} proto files into {ns.out / 'headshots' / 'v1'}", file=sys.stderr)
+    print(
+        f"generated {len(proto_files())} proto files into {ns.out / 'headshots' / 'v1'}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

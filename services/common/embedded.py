@@ -62,14 +62,17 @@ class NatsServer:
         if self.port == 0:
             self.port = free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.store_dir / "nats-server.log", "ab")
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
                 "-js",
-                "-a", self.host,
-                "-p", str(self.port),
-                "-sd", str(self.store_dir),
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -139,7 +142,7 @@ def to_asyncpg_url(dsn: str) -> str:
         return dsn
     for prefix in ("postgresql://", "postgres://"):
         if dsn.startswith(prefix):
-            return "postgresql+asyncpg://" + dsn[len(prefix):]
+            return "postgresql+asyncpg://" + dsn[len(prefix) :]
     raise ValueError(f"not a PostgreSQL URL: {dsn!r}")
 
 
