@@ -123,7 +123,8 @@ class Stack:
                 if exited:
                     assert sp.proc is not None
                     raise RuntimeError(
-                        f"{name} exited with {sp.proc.returncode} during start; log: {sp.log_path}\n"
+                        f"{name} exited with {sp.proc.returncode} during start;"
+                        f" log: {sp.log_path}\n"
                         + tail(sp.log_path)
                     )
                 if health_status(sp.addr) == health_pb2.HealthCheckResponse.SERVING:
