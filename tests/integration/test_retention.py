@@ -5,6 +5,7 @@ The clock is injected, so "30 days later" is a call, not a wait.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -241,7 +242,7 @@ async def test_kill_mid_sweep_then_resume_deletes_everything_once(env: Env, tmp_
         "HS_MASTER_KEY": base64.b64encode(env.master).decode(),
         "HS_LOG_FORMAT": "text",
     }
-    slow = subprocess.Popen(
+    slow = subprocess.Popen(  # noqa: ASYNC220 - the test kills it; nothing else runs
         [sys.executable, "-m", "services.retention.sweep", "--at", at],
         cwd=ROOT,
         env={**base_env, "HS_RETENTION_DEBUG_STEP_DELAY_S": "0.3"},
@@ -261,12 +262,12 @@ async def test_kill_mid_sweep_then_resume_deletes_everything_once(env: Env, tmp_
             ).scalar_one()
         if done >= 2:
             break
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     slow.send_signal(signal.SIGKILL)
     slow.wait()
     assert 2 <= done < 12, f"kill came too late or never ({done} done)"
 
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: ASYNC221 - the resumed sweep must finish first
         [sys.executable, "-m", "services.retention.sweep", "--at", at],
         cwd=ROOT,
         env=base_env,
