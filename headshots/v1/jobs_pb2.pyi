@@ -61,7 +61,7 @@ class TrainJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., photo_keys: _Optional[_Iterable[str]] = ..., subject_class: _Optional[_Union[_headshots_pb2.SubjectClass, str]] = ..., reference_embedding: _Optional[_Iterable[float]] = ..., config: _Optional[_Union[TrainingConfig, _Mapping]] = ...) -> None: ...
 
 class GenerateJob(_message.Message):
-    __slots__ = ("job_id", "tenant_id", "order_id", "adapter_key", "instance_prompt", "style_ids", "custom_prompt", "count", "round", "seed_base", "reference_embedding", "result_count")
+    __slots__ = ("job_id", "tenant_id", "order_id", "adapter_key", "instance_prompt", "style_ids", "custom_prompt", "count", "round", "seed_base", "reference_embedding", "result_count", "final_round")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class GenerateJob(_message.Message):
     SEED_BASE_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     RESULT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_ROUND_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant_id: str
     order_id: str
@@ -86,7 +87,8 @@ class GenerateJob(_message.Message):
     seed_base: int
     reference_embedding: _containers.RepeatedScalarFieldContainer[float]
     result_count: int
-    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., adapter_key: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., style_ids: _Optional[_Iterable[str]] = ..., custom_prompt: _Optional[str] = ..., count: _Optional[int] = ..., round: _Optional[int] = ..., seed_base: _Optional[int] = ..., reference_embedding: _Optional[_Iterable[float]] = ..., result_count: _Optional[int] = ...) -> None: ...
+    final_round: bool
+    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., adapter_key: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., style_ids: _Optional[_Iterable[str]] = ..., custom_prompt: _Optional[str] = ..., count: _Optional[int] = ..., round: _Optional[int] = ..., seed_base: _Optional[int] = ..., reference_embedding: _Optional[_Iterable[float]] = ..., result_count: _Optional[int] = ..., final_round: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("result_id", "blob_key", "style_id", "seed", "index", "model_id", "width", "height", "content_type", "size_bytes")
@@ -113,7 +115,7 @@ class Candidate(_message.Message):
     def __init__(self, result_id: _Optional[str] = ..., blob_key: _Optional[str] = ..., style_id: _Optional[str] = ..., seed: _Optional[int] = ..., index: _Optional[int] = ..., model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class FilterJob(_message.Message):
-    __slots__ = ("job_id", "tenant_id", "order_id", "round", "batch", "candidates", "round_total", "reference_embedding", "result_count")
+    __slots__ = ("job_id", "tenant_id", "order_id", "round", "batch", "candidates", "round_total", "reference_embedding", "result_count", "final_round")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +125,7 @@ class FilterJob(_message.Message):
     ROUND_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     RESULT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_ROUND_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant_id: str
     order_id: str
@@ -132,7 +135,8 @@ class FilterJob(_message.Message):
     round_total: int
     reference_embedding: _containers.RepeatedScalarFieldContainer[float]
     result_count: int
-    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., round: _Optional[int] = ..., batch: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., round_total: _Optional[int] = ..., reference_embedding: _Optional[_Iterable[float]] = ..., result_count: _Optional[int] = ...) -> None: ...
+    final_round: bool
+    def __init__(self, job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., order_id: _Optional[str] = ..., round: _Optional[int] = ..., batch: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., round_total: _Optional[int] = ..., reference_embedding: _Optional[_Iterable[float]] = ..., result_count: _Optional[int] = ..., final_round: _Optional[bool] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
     __slots__ = ("adapter_key", "rank", "steps", "chosen_step", "final_loss", "likeness", "instance_prompt", "base_model_id")
