@@ -65,7 +65,7 @@ def main() -> None:
         if rc != 0:
             failures.append(script.stem)
     rows = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(p for p in RESULTS.glob("*.json") if p.name != "summary.json"):
         try:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError:
