@@ -1,0 +1,62 @@
+"""FilterService.AnalyzeSelfies: the face stack's verdict on a set of selfies, at upload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from headshots.v1 import internal_pb2, internal_pb2_grpc
+from services.common import metrics
+from services.common.errors import ApiError
+
+MAX_PHOTOS = 40
+MAX_BYTES = 30 * 1024 * 1024
+
+
+class FilterServicer(internal_pb2_grpc.FilterServiceServicer):
+    def __init__(self, analyzer: object) -> None:
+        # services.filter.analysis.SelfieAnalyzer: .analyze(list[(id, bytes)]) -> response
+        self.analyzer = analyzer
+        # ONNX sessions use every core they are given; one analysis at a time keeps latency flat.
+        self._lock = asyncio.Lock()
+
+    async def AnalyzeSelfies(
+        self, request: internal_pb2.AnalyzeSelfiesRequest, context: grpc.aio.ServicerContext
+    ) -> internal_pb2.AnalyzeSelfiesResponse:
+        if not request.photos:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "no photos to analyze",
+                field_violations=[("photos", "at least one photo is required")],
+            )
+        if len(request.photos) > MAX_PHOTOS:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_PHOTOS} photos per call",
+                field_violations=[("photos", f"{len(request.photos)} photos given")],
+            )
+        ids = [p.photo_id for p in request.photos]
+        if len(set(ids)) != len(ids):
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "photo ids must be unique",
+                field_violations=[("photos.photo_id", "duplicate ids")],
+            )
+        total = sum(len(p.image) for p in request.photos)
+        if total > MAX_BYTES:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "photos too large in total",
+                field_violations=[("photos", f"{total} bytes, limit {MAX_BYTES}")],
+            )
+        async with self._lock:
+            t0 = time.perf_counter()
+            response = await asyncio.to_thread(
+                self.analyzer.analyze,  # type: ignore[attr-defined]
+                [(p.photo_id, p.image) for p in request.photos],
+            )
+            metrics.MODEL_SECONDS.labels("filter", "analyze_selfies").inc(time.perf_counter() - t0)
+        metrics.IMAGES.labels("filter", "selfies").inc(len(request.photos))
+        return response
