@@ -1,0 +1,83 @@
+# syntax=docker/dockerfile:1.7
+# CPU images: gateway and retention (one image per service, one target each).
+# Build from the repository root (the context is filtered by /.dockerignore):
+#   docker build -f deploy/docker/cpu.Dockerfile --target gateway   -t REGISTRY/headshots/gateway:TAG .
+#   docker build -f deploy/docker/cpu.Dockerfile --target retention -t REGISTRY/headshots/retention:TAG .
+# Base images are pinned to an exact release tag; a release pipeline should additionally pin
+# them by digest (FROM image:tag@sha256:...) once resolved against the registry it trusts.
+# Models are never baked in: /models is a volume (a PersistentVolumeClaim in Kubernetes).
+
+############################ build: dependencies into /opt/venv ############################
+FROM python:3.11.14-slim-bookworm AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# Compilers live only in this stage: a dependency without a wheel for this platform builds
+# from source here and only its installed result is copied on.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+# Only the dependency manifests first, so a code change does not reinstall torch.
+COPY --chown=root:root pyproject.toml constraints-cpu.txt ./
+
+# torch is a dependency of the project as a whole; the CPU wheel from the PyTorch CPU index
+# keeps gigabytes of CUDA libraries out of the CPU images. The constraints file pins
+# torch==2.13.0 so nothing later swaps in another build.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
+ && /opt/venv/bin/pip install -c constraints-cpu.txt ".[cpu]" \
+ && /opt/venv/bin/pip uninstall -y headshots \
+ && /opt/venv/bin/pip uninstall -y pip
+
+############################ runtime: shared by every CPU service ############################
+FROM python:3.11.14-slim-bookworm AS runtime
+
+# Read-only root filesystem in Kubernetes: nothing may write bytecode or caches outside /tmp
+# (an emptyDir). The hub is switched off: weights come from /models only.
+ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    HF_HOME=/tmp/hf \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HS_MODELS_DIR=/models \
+    HS_GRPC_HOST=0.0.0.0 \
+    HS_METRICS_PORT=9090 \
+    HS_LOG_FORMAT=json
+
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin app
+
+# Code and libraries belong to root and are not writable by the service user.
+COPY --from=build --chown=root:root /opt/venv /opt/venv
+WORKDIR /app
+COPY --chown=root:root headshots/ headshots/
+COPY --chown=root:root services/ services/
+COPY --chown=root:root models/ models/
+COPY --chown=root:root deploy/docker/healthcheck.py /usr/local/lib/headshots/healthcheck.py
+# Bytecode compiled at build time, since the running container cannot write it.
+RUN python -m compileall -q /app /usr/local/lib/headshots
+
+VOLUME ["/models"]
+USER 10001:10001
+# Docker and Compose use this; Kubernetes ignores it and uses native gRPC probes instead.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "/usr/local/lib/headshots/healthcheck.py"]
+
+############################ one target per service ############################
+FROM runtime AS gateway
+ENV HS_SERVICE_NAME=gateway HS_GRPC_PORT=50051 HS_GATEWAY_HTTP_PORT=8080
+EXPOSE 50051 8080 9090
+CMD ["python", "-m", "services.gateway"]
+
+FROM runtime AS retention
+ENV HS_SERVICE_NAME=retention HS_GRPC_PORT=50055
+EXPOSE 50055 9090
+CMD ["python", "-m", "services.retention"]
