@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1.7
-# CPU images: gateway and retention (one image per service, one target each).
+# CPU images: gateway and retention (one image per service, one target each). The trainer,
+# generator and filter targets here are CPU builds for overlays/dev (a laptop cluster with tiny
+# models); production builds those three from cuda.Dockerfile.
 # Build from the repository root (the context is filtered by /.dockerignore):
 #   docker build -f deploy/docker/cpu.Dockerfile --target gateway   -t REGISTRY/headshots/gateway:TAG .
 #   docker build -f deploy/docker/cpu.Dockerfile --target retention -t REGISTRY/headshots/retention:TAG .
+#   docker build -f deploy/docker/cpu.Dockerfile --target generator -t headshots/generator:dev .   (dev)
 # Base images are pinned to an exact release tag; a release pipeline should additionally pin
 # them by digest (FROM image:tag@sha256:...) once resolved against the registry it trusts.
 # Models are never baked in: /models is a volume (a PersistentVolumeClaim in Kubernetes).
@@ -81,3 +84,19 @@ FROM runtime AS retention
 ENV HS_SERVICE_NAME=retention HS_GRPC_PORT=50055
 EXPOSE 50055 9090
 CMD ["python", "-m", "services.retention"]
+
+# CPU builds of the GPU services, for overlays/dev only.
+FROM runtime AS trainer
+ENV HS_SERVICE_NAME=trainer HS_GRPC_PORT=50054
+EXPOSE 50054 9090
+CMD ["python", "-m", "services.trainer"]
+
+FROM runtime AS generator
+ENV HS_SERVICE_NAME=generator HS_GRPC_PORT=50052
+EXPOSE 50052 9090
+CMD ["python", "-m", "services.generator"]
+
+FROM runtime AS filter
+ENV HS_SERVICE_NAME=filter HS_GRPC_PORT=50053
+EXPOSE 50053 9090
+CMD ["python", "-m", "services.filter"]
