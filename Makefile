@@ -15,6 +15,8 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 ORT_EXTRA := $(if $(HAS_GPU),gpu,cpu)
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints-cpu.txt)
 
+include deploy/Makefile.include
+
 .PHONY: setup protos lint fmt models test test-unit test-integration test-e2e demo bench stack clean
 
 setup: $(STAMP)
@@ -59,7 +61,7 @@ test-integration: models
 test-e2e: models
 	$(call pytest,tests/e2e -q -p no:cacheprovider)
 
-test: setup models
+test: setup models deploy-tools
 	$(MAKE) lint
 	$(call pytest,tests -q -p no:cacheprovider --durations=15)
 

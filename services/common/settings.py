@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     otel_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
     # file exporter: spans appended as JSON lines (used by the e2e trace test)
     otel_file: Path | None = Field(None, validation_alias=_env("HS_OTEL_FILE"))
+    # JetStream stream replicas: 1 for the embedded server, 3 on a clustered NATS (R3).
+    jetstream_replicas: int = Field(1, validation_alias=_env("HS_JETSTREAM_REPLICAS"))
     # Seconds between SIGTERM and exit: finish or hand back work inside this.
     shutdown_grace_seconds: float = Field(20.0, validation_alias=_env("HS_SHUTDOWN_GRACE_SECONDS"))
     # Internal service addresses (host:port)

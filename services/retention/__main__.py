@@ -35,7 +35,7 @@ async def main() -> None:
     keyring = Keyring(engine, load_master_key(settings), settings.master_key_id)
     blobs = open_blob_store(settings, engine=engine)
     bus = await Bus.connect(settings.nats_url, name="retention")
-    await bus.ensure_streams()
+    await bus.ensure_streams(replicas=settings.jetstream_replicas)
 
     async def notify(tenant_id: str, order_id: str, what: str, entries: list) -> None:
         kind = "erased" if what == "ERASED" else "deleted"
