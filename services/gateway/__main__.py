@@ -1,17 +1,17 @@
-"""`python -m services.gateway`: serves health until the gateway issue fills the service in."""
+"""`python -m services.gateway`: the public API (gRPC + REST), event consumer and reconciler."""
 
 from __future__ import annotations
 
-from services.common.grpcserver import ServiceHost, run_service
-from services.common.settings import ServiceSettings
+from services.common.grpcserver import run_service
+from services.gateway.app import GatewayApp
+from services.gateway.settings import GatewaySettings
 
 
 async def main() -> None:
-    settings = ServiceSettings(service_name="gateway")
+    settings = GatewaySettings(service_name="gateway")
     if settings.grpc_port == 0:
         settings.grpc_port = 50051
-    host = ServiceHost(settings)
-    await host.run()
+    await GatewayApp(settings).run()
 
 
 if __name__ == "__main__":

@@ -233,6 +233,13 @@ async def apply(
     return fresh
 
 
+async def touch(conn: AsyncConnection, order_id: str) -> None:
+    """Work on the order is alive (the reconciler's clock); not a change anyone sees."""
+    await conn.execute(
+        sa.update(orders).where(orders.c.order_id == order_id).values(heartbeat_at=sa.func.now())
+    )
+
+
 async def record_change(conn: AsyncConnection, row: Any) -> None:
     await conn.execute(
         sa.insert(order_changes).values(

@@ -74,6 +74,9 @@ orders = sa.Table(
     sa.Column("round", sa.Integer, nullable=False, server_default="0"),
     # Candidates asked for so far, over every round (the budget counts these).
     sa.Column("candidates_requested", sa.Integer, nullable=False, server_default="0"),
+    # Size of the current round and whether it is the last the budget allows.
+    sa.Column("round_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("round_final", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("requeues", sa.Integer, nullable=False, server_default="0"),
     sa.Column("delivered_count", sa.Integer, nullable=False, server_default="0"),
     # Usable photos stored (kept in step by uploads and deletes).

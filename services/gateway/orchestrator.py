@@ -1,0 +1,397 @@
+"""The gateway's event consumer: workers' events advance orders.
+
+Durable `gateway-events` on `events.>` (its own `events.lifecycle.*` are skipped). Each
+event is applied in one transaction that also records its `event_id` in
+`processed_events`: a redelivered or re-published event finds its id there and changes
+nothing. State changes go through `orders.apply` (compare-and-set on the version; on a
+conflict the whole transaction is retried on a fresh read), and the jobs they cause go
+out through the outbox in the same transaction.
+
+    training.started|progress   QUEUED/TRAINING -> TRAINING, progress
+    training.completed          -> GENERATING, GenerateJob round 0
+    generation.progress         progress
+    generation.completed        GENERATING -> FILTERING
+    filtering.scored            result rows upserted with scores and reasons, progress
+    filtering.needs_more        -> GENERATING, next round (within budget) or finish
+    filtering.completed         delivered ranks marked, -> READY
+    *.failed                    -> FAILED with the reason
+    retention.deleted RESULTS   READY -> EXPIRED; retention.erased -> DELETED
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import sqlalchemy as sa
+from google.protobuf.json_format import MessageToDict
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from headshots.v1 import headshots_pb2 as pb
+from headshots.v1 import jobs_pb2
+from services.common.bus import JobContext
+from services.gateway import orders as om
+from services.gateway.orders import Outgoing
+from services.gateway.servicer import embedding_list
+from services.gateway.settings import GatewaySettings
+from services.gateway.styles import STYLE_IDS
+from services.gateway.tables import processed_events, results
+
+log = logging.getLogger(__name__)
+K = jobs_pb2.EventKind
+DURABLE = "gateway-events"
+SUBJECT = "events.>"
+CAS_RETRIES = 8
+
+
+class Conflict(Exception):
+    """Another writer changed the order between our read and our write: retry."""
+
+
+class Orchestrator:
+    def __init__(self, engine: AsyncEngine, settings: GatewaySettings) -> None:
+        self.engine = engine
+        self.s = settings
+
+    async def handle(self, ctx: JobContext) -> None:
+        if ctx.subject.startswith("events.lifecycle."):
+            return
+        event = ctx.parse(jobs_pb2.OrderEvent)
+        await self.apply(ctx.subject, event)
+
+    async def apply(self, subject: str, event: jobs_pb2.OrderEvent) -> bool:
+        """Apply one event; False when it was already applied or concerns no known order."""
+        if not event.event_id or not event.order_id:
+            log.warning("event without id or order on %s ignored", subject)
+            return False
+        for _ in range(CAS_RETRIES):
+            try:
+                async with self.engine.begin() as conn:
+                    row = await om.load(conn, event.order_id, event.tenant_id or None)
+                    if row is None:
+                        # Unknown or erased order: record nothing (an erased order must not
+                        # grow rows again).
+                        return False
+                    fresh = (
+                        await conn.execute(
+                            insert(processed_events)
+                            .values(
+                                event_id=event.event_id,
+                                tenant_id=row.tenant_id,
+                                order_id=row.order_id,
+                            )
+                            .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+                            .returning(processed_events.c.event_id)
+                        )
+                    ).one_or_none()
+                    if fresh is None:
+                        return False
+                    await self._dispatch(conn, row, subject, event)
+                return True
+            except Conflict:
+                continue
+        raise RuntimeError(f"order {event.order_id} kept changing under event {event.event_id}")
+
+    async def _change(self, conn: AsyncConnection, row: Any, **kw: Any) -> Any:
+        out = await om.apply(conn, row, heartbeat=True, **kw)
+        if out is None:
+            raise Conflict
+        return out
+
+    async def _dispatch(
+        self, conn: AsyncConnection, row: Any, subject: str, e: jobs_pb2.OrderEvent
+    ) -> None:
+        state = om.state_value(row.state)
+        stage, kind = e.stage, e.kind
+        if kind == K.EVENT_KIND_FAILED:
+            if state in om.LIVE:
+                reason = e.failure_reason or e.detail or f"{subject} reported a failure"
+                await self._change(
+                    conn, row, state=om.FAILED, values={"failure_reason": reason[:2000]}
+                )
+            return
+        if stage == pb.STAGE_RETENTION or subject.startswith("events.retention."):
+            await self._retention(conn, row, e)
+            return
+        if stage == pb.STAGE_TRAINING:
+            await self._training(conn, row, state, e)
+        elif stage == pb.STAGE_GENERATION:
+            await self._generation(conn, row, state, e)
+        elif stage == pb.STAGE_FILTERING:
+            await self._filtering(conn, row, state, e)
+
+    # ---- training -------------------------------------------------------------
+
+    async def _training(
+        self, conn: AsyncConnection, row: Any, state: int, e: jobs_pb2.OrderEvent
+    ) -> None:
+        if state not in (om.QUEUED, om.TRAINING):
+            return  # late or duplicate: the order has moved on
+        if e.kind in (K.EVENT_KIND_STARTED, K.EVENT_KIND_PROGRESS):
+            progress = om.make_progress(
+                pb.STAGE_TRAINING, e.done, e.total, e.eta_seconds, e.detail or "training"
+            )
+            await self._change(
+                conn, row, state=om.TRAINING, values={"progress": progress.SerializeToString()}
+            )
+        elif e.kind == K.EVENT_KIND_COMPLETED:
+            tr = e.training
+            count = row.candidate_count
+            budget = self.budget(row)
+            final = self.s.max_rounds <= 1 or count >= budget
+            job = self.generate_job(row, 0, count, final, tr.adapter_key, tr.instance_prompt)
+            await self._change(
+                conn,
+                row,
+                state=om.GENERATING,
+                values={
+                    "adapter_key": tr.adapter_key,
+                    "instance_prompt": tr.instance_prompt,
+                    "round": 0,
+                    "round_count": count,
+                    "round_final": final,
+                    "candidates_requested": count,
+                    "progress": om.make_progress(
+                        pb.STAGE_GENERATION, 0, count, detail="round 1: generating"
+                    ).SerializeToString(),
+                },
+                messages=[Outgoing("jobs.generate", job, job.job_id)],
+            )
+
+    def budget(self, row: Any) -> int:
+        return max(
+            row.candidate_count, math.ceil(row.candidate_count * self.s.max_candidates_factor)
+        )
+
+    def generate_job(
+        self,
+        row: Any,
+        round_: int,
+        count: int,
+        final: bool,
+        adapter_key: str | None = None,
+        instance_prompt: str | None = None,
+    ) -> jobs_pb2.GenerateJob:
+        return jobs_pb2.GenerateJob(
+            job_id=f"{row.order_id}:generate:r{round_}",
+            tenant_id=row.tenant_id,
+            order_id=row.order_id,
+            adapter_key=adapter_key if adapter_key is not None else row.adapter_key,
+            instance_prompt=instance_prompt if instance_prompt is not None else row.instance_prompt,
+            style_ids=list(row.style_ids) or sorted(STYLE_IDS),
+            custom_prompt=row.custom_prompt,
+            count=count,
+            round=round_,
+            seed_base=om.seed_base(row.order_id, round_),
+            reference_embedding=embedding_list(row.reference_embedding),
+            result_count=row.result_count,
+            final_round=final,
+        )
+
+    # ---- generation -----------------------------------------------------------
+
+    async def _generation(
+        self, conn: AsyncConnection, row: Any, state: int, e: jobs_pb2.OrderEvent
+    ) -> None:
+        if state != om.GENERATING or e.round != row.round:
+            return
+        if e.kind in (K.EVENT_KIND_STARTED, K.EVENT_KIND_PROGRESS):
+            progress = om.make_progress(
+                pb.STAGE_GENERATION,
+                e.done,
+                e.total or row.round_count,
+                e.eta_seconds,
+                e.detail or f"round {row.round + 1}: generating",
+            )
+            await self._change(conn, row, values={"progress": progress.SerializeToString()})
+        elif e.kind == K.EVENT_KIND_COMPLETED:
+            scored = await self._scored_in_round(conn, row)
+            progress = om.make_progress(
+                pb.STAGE_FILTERING,
+                scored,
+                row.round_count,
+                detail=f"round {row.round + 1}: scoring",
+            )
+            await self._change(
+                conn, row, state=om.FILTERING, values={"progress": progress.SerializeToString()}
+            )
+
+    async def _scored_in_round(self, conn: AsyncConnection, row: Any) -> int:
+        return (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(results)
+                .where(results.c.order_id == row.order_id, results.c.round == row.round)
+            )
+        ).scalar_one()
+
+    # ---- filtering ------------------------------------------------------------
+
+    async def _filtering(
+        self, conn: AsyncConnection, row: Any, state: int, e: jobs_pb2.OrderEvent
+    ) -> None:
+        if e.kind == K.EVENT_KIND_SCORED:
+            await self._upsert_results(conn, row, e.scored)
+            if state in (om.GENERATING, om.FILTERING) and e.round == row.round:
+                if state == om.FILTERING:
+                    scored = await self._scored_in_round(conn, row)
+                    progress = om.make_progress(
+                        pb.STAGE_FILTERING,
+                        scored,
+                        e.total or row.round_count,
+                        e.eta_seconds,
+                        f"round {row.round + 1}: scoring",
+                    )
+                    await self._change(conn, row, values={"progress": progress.SerializeToString()})
+                else:
+                    await om.touch(conn, row.order_id)  # alive; nothing a watcher sees
+            return
+        if state not in (om.GENERATING, om.FILTERING):
+            return
+        if e.kind == K.EVENT_KIND_PROGRESS and e.round == row.round and state == om.FILTERING:
+            progress = om.make_progress(
+                pb.STAGE_FILTERING, e.done, e.total, e.eta_seconds, e.detail or "scoring"
+            )
+            await self._change(conn, row, values={"progress": progress.SerializeToString()})
+        elif e.kind == K.EVENT_KIND_NEEDS_MORE:
+            if e.needs_more.round != row.round:
+                return  # a decision about an older round
+            await self._next_round(conn, row, e.needs_more)
+        elif e.kind == K.EVENT_KIND_COMPLETED:
+            await self._deliver(conn, row, list(e.selection.result_ids), e.detail)
+
+    async def _upsert_results(
+        self, conn: AsyncConnection, row: Any, batch: jobs_pb2.FilterBatchResult
+    ) -> None:
+        values = []
+        prefix = f"tenants/{row.tenant_id}/orders/{row.order_id}/"
+        for sc in batch.scored:
+            c = sc.candidate
+            if not c.result_id or not c.blob_key.startswith(prefix):
+                log.warning(
+                    "scored candidate %r outside order %s ignored", c.result_id, row.order_id
+                )
+                continue
+            values.append(
+                {
+                    "order_id": row.order_id,
+                    "result_id": c.result_id,
+                    "tenant_id": row.tenant_id,
+                    "round": batch.round,
+                    "style_id": c.style_id,
+                    "seed": c.seed,
+                    "model_id": c.model_id,
+                    "blob_key": c.blob_key,
+                    "content_type": c.content_type or "image/png",
+                    "size_bytes": c.size_bytes,
+                    "width": c.width,
+                    "height": c.height,
+                    "scores": MessageToDict(
+                        sc.scores,
+                        preserving_proto_field_name=True,
+                        always_print_fields_with_no_presence=True,
+                    ),
+                    "rejection_reasons": list(sc.rejection_reasons),
+                }
+            )
+        if not values:
+            return
+        stmt = insert(results).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[results.c.order_id, results.c.result_id],
+            set_={
+                "scores": stmt.excluded.scores,
+                "rejection_reasons": stmt.excluded.rejection_reasons,
+            },
+        )
+        await conn.execute(stmt)
+
+    async def _next_round(
+        self, conn: AsyncConnection, row: Any, nm: jobs_pb2.MoreCandidatesNeeded
+    ) -> None:
+        remaining = self.budget(row) - row.candidates_requested
+        next_round = row.round + 1
+        if next_round >= self.s.max_rounds or remaining <= 0:
+            await self._deliver_passed(conn, row)
+            return
+        pass_rate = nm.passed / max(1, row.candidates_requested)
+        need = max(1, nm.wanted - nm.passed)
+        # Enough candidates that, at the pass rate seen so far, the round fills the gap
+        # (20% margin), never below a small batch and never past the budget.
+        count = math.ceil(need / max(pass_rate, 0.05) * 1.2)
+        count = max(min(8, remaining), min(count, remaining))
+        final = next_round == self.s.max_rounds - 1 or count >= remaining
+        job = self.generate_job(row, next_round, count, final)
+        await self._change(
+            conn,
+            row,
+            state=om.GENERATING,
+            values={
+                "round": next_round,
+                "round_count": count,
+                "round_final": final,
+                "candidates_requested": row.candidates_requested + count,
+                "progress": om.make_progress(
+                    pb.STAGE_GENERATION,
+                    0,
+                    count,
+                    detail=f"round {next_round + 1}: {nm.passed}/{nm.wanted} passed so far",
+                ).SerializeToString(),
+            },
+            messages=[Outgoing("jobs.generate", job, job.job_id)],
+        )
+
+    async def _deliver(
+        self, conn: AsyncConnection, row: Any, ranked: list[str], detail: str = ""
+    ) -> None:
+        await conn.execute(
+            sa.update(results)
+            .where(results.c.order_id == row.order_id)
+            .values(delivered=False, rank=0)
+        )
+        for rank, result_id in enumerate(ranked, start=1):
+            await conn.execute(
+                sa.update(results)
+                .where(results.c.order_id == row.order_id, results.c.result_id == result_id)
+                .values(delivered=True, rank=rank)
+            )
+        delivered = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(results)
+                .where(results.c.order_id == row.order_id, results.c.delivered)
+            )
+        ).scalar_one()
+        progress = om.make_progress(
+            pb.STAGE_DELIVERY, delivered, row.result_count, detail=f"{delivered} delivered"
+        )
+        await self._change(
+            conn,
+            row,
+            state=om.READY,
+            values={"delivered_count": delivered, "progress": progress.SerializeToString()},
+        )
+
+    async def _deliver_passed(self, conn: AsyncConnection, row: Any) -> None:
+        """Budget spent and the filter still wants more: deliver what passed, best first."""
+        passed = await conn.execute(
+            sa.select(results.c.result_id)
+            .where(
+                results.c.order_id == row.order_id,
+                sa.func.cardinality(results.c.rejection_reasons) == 0,
+            )
+            .order_by(results.c.scores["quality"].as_float().desc(), results.c.result_id)
+            .limit(row.result_count)
+        )
+        await self._deliver(conn, row, [r.result_id for r in passed])
+
+    # ---- retention ------------------------------------------------------------
+
+    async def _retention(self, conn: AsyncConnection, row: Any, e: jobs_pb2.OrderEvent) -> None:
+        state = om.state_value(row.state)
+        if e.detail == "RESULTS" and state == om.READY:
+            await self._change(conn, row, state=om.EXPIRED)
+        elif e.detail == "ERASED" and state != om.DELETED:
+            await self._change(conn, row, state=om.DELETED)
