@@ -64,6 +64,9 @@ CHIP_SIZE = 150
 DIM = 128
 MEAN_RGB = (122.782, 117.001, 104.298)  # dlib input_rgb_image
 INPUT_DIVISOR = 256.0  # dlib input_rgb_image; face-api uses 255
+# models.face_stack.build rebuilds the descriptor when this key changes: bump the last part
+# whenever the network or the export changes.
+BUILD_KEY = f"{VERSION}:{TARBALL_SHA256[:16]}:div{INPUT_DIVISOR:g}:1"
 INPUT_NAME = "chips"
 OUTPUT_NAME = "descriptor"
 
