@@ -39,6 +39,8 @@ FACE_OVAL = (
     10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
     377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
 )  # fmt: skip
+# The iris model's 71 contour points start with the 16 points of the eye outline.
+EYE_OUTLINE_POINTS = 16
 NOSE_TIP, CHIN, FOREHEAD, CHEEK_IMAGE_LEFT, CHEEK_IMAGE_RIGHT = 1, 152, 10, 234, 454
 
 
@@ -98,15 +100,29 @@ def _eye_matrix(a: np.ndarray, b: np.ndarray, mirror: bool) -> np.ndarray:
     return m
 
 
-def _eye_state(points: np.ndarray, idx: dict[str, int], iris: np.ndarray) -> EyeState:
+def _gaze_in_crop(contour: np.ndarray, iris_crop: np.ndarray, mirrored: bool) -> np.ndarray:
+    """Iris centre within the eye outline found by the iris model in its own crop.
+
+    The crop's x axis runs along the eye, so the outline's extent in x gives both corners as
+    the iris model sees them: sharper than the mesh corners, which come from a 192² face crop.
+    """
+    outline = contour[:EYE_OUTLINE_POINTS]
+    x0, x1 = outline[:, 0].min(), outline[:, 0].max()
+    width = max(x1 - x0, 1e-6)
+    along = (iris_crop[0] - x0) / width
+    across = (iris_crop[1] - (outline[:, 1].min() + outline[:, 1].max()) / 2) / width
+    return np.array([1.0 - along if mirrored else along, across])
+
+
+def _eye_state(
+    points: np.ndarray, idx: dict[str, int], iris: np.ndarray, gaze: np.ndarray
+) -> EyeState:
     a, b = points[idx["a"], :2], points[idx["b"], :2]
     axis = b - a
     width = float(np.linalg.norm(axis)) or 1.0
     unit = axis / width
     normal = np.array([-unit[1], unit[0]])  # points "down" when the eye line is level
     gap = float(np.dot(points[idx["lower"], :2] - points[idx["upper"], :2], normal))
-    rel = iris[0] - a
-    gaze = np.array([np.dot(rel, unit) / width, np.dot(iris[0] - (a + b) / 2, normal) / width])
     return EyeState(corners=np.stack([a, b]), iris=iris, openness=max(gap, 0.0) / width, gaze=gaze)
 
 
@@ -143,8 +159,9 @@ class FaceMesh:
                 eye_mats.append(em)
                 eye_crops.append(warp_affine(image, em, IRIS_SIZE, IRIS_SIZE))
         ex = np.stack(eye_crops).astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        _contours, iris_raw = self.iris.run(None, {self._iris_in: ex})
+        contours, iris_raw = self.iris.run(None, {self._iris_in: ex})
         iris_raw = iris_raw.reshape(len(eye_crops), 5, 3)
+        contours = contours.reshape(len(eye_crops), 71, 3)
         h, w = image.shape[:2]
         meshes = []
         for i, pts in enumerate(all_points):
@@ -152,7 +169,8 @@ class FaceMesh:
             for k, idx in enumerate((EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT)):
                 em = eye_mats[2 * i + k]
                 iris = apply_affine(invert_affine(em), iris_raw[2 * i + k, :, :2])
-                eyes.append(_eye_state(pts, idx, iris))
+                gaze = _gaze_in_crop(contours[2 * i + k, :, :2], iris_raw[2 * i + k, 0, :2], k == 1)
+                eyes.append(_eye_state(pts, idx, iris, gaze))
             oval = pts[list(FACE_OVAL), :2]
             margin = 0.02 * (pts[:, 0].max() - pts[:, 0].min())
             outside = (

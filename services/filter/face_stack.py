@@ -48,8 +48,11 @@ class Thresholds:
     # half-cut ones ≥ 0.25.
     max_outside: float = 0.05
     min_mesh_presence: float = 0.5
-    # Natural photos stay under ~0.2 eye widths; an iris moved a third of the eye is ≥ 0.3.
-    max_gaze_disagreement: float = 0.3
+    # Fixture photos stay ≤ 0.23 eye widths (≤ 0.21 with eyes ≥ 16 px wide); irises moved
+    # 0.3 eye widths apart by an edit score 0.33-0.47 on eyes ≥ 45 px wide.
+    max_gaze_disagreement: float = 0.28
+    # Eyes narrower than this are too few pixels to judge where the irises look.
+    min_eye_width_px: float = 16.0
     min_eye_openness: float = 0.08
     # Hand landmark presence at or over this on a detected palm = a visible hand.
     hand_presence: float = 0.5
@@ -160,6 +163,9 @@ class FaceStack:
         eyes = (mesh.eye_image_left.openness, mesh.eye_image_right.openness)
         if min(eyes) < t.min_eye_openness:
             check.reasons.append("EYES_CLOSED")
-        elif mesh.gaze_disagreement > t.max_gaze_disagreement:
+        elif (
+            min(mesh.eye_image_left.width, mesh.eye_image_right.width) >= t.min_eye_width_px
+            and mesh.gaze_disagreement > t.max_gaze_disagreement
+        ):
             check.reasons.append("EYES_INCONSISTENT")
         return check
