@@ -157,7 +157,7 @@ class GeneratorWorker:
     async def run_job(self, job: jobs_pb2.GenerateJob) -> None:
         styles, custom = self._validate(job)
         t, o, r = job.tenant_id, job.order_id, job.round
-        cand_prefix = blob_key(t, o, "candidates", "")
+        cand_prefix = order_prefix(t, o) + "candidates/"
         listing = await self.blobs.list(cand_prefix)
         existing: dict[str, int] = {}
         earlier = 0
