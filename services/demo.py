@@ -31,9 +31,11 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
+from services.common.errors import details_of, status_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = (ROOT.parent / "shared" / "fixtures" / "faces" / "obama").resolve()
@@ -110,11 +112,19 @@ class StageClock:
 
 
 @dataclass
+class Upload:
+    """Photos stored with their checks, and the refused ones as (filename, why)."""
+
+    stored: pb.UploadPhotosResponse
+    refused: list[tuple[str, str]]
+
+
+@dataclass
 class OrderRun:
     """What one order went through, as a client saw it."""
 
     order: pb.Order
-    upload: pb.UploadPhotosResponse
+    upload: Upload
     clock: StageClock
     upload_s: float
     wall_s: float
@@ -171,8 +181,12 @@ class GatewayClient:
 
     async def upload_photos(
         self, order_name: str, files: Sequence[Path], chunk: int = CHUNK_BYTES
-    ) -> pb.UploadPhotosResponse:
-        """One client stream: each photo's first chunk names it; chunks stay under 4 MiB."""
+    ) -> Upload:
+        """One client stream: each photo's first chunk names it; chunks stay under 4 MiB.
+
+        A photo the checks refuse is not stored; the call then fails with INVALID_ARGUMENT
+        whose details carry what was stored and, per refused photo, why. That is an answer
+        to show, not an error: it comes back as `Upload.refused`."""
 
         async def requests() -> AsyncIterator[pb.UploadPhotosRequest]:
             first = True
@@ -189,7 +203,32 @@ class GatewayClient:
                         req.content_type = ctype
                     yield req
 
-        return await self.api.UploadPhotos(requests(), metadata=self.md, timeout=300)
+        try:
+            stored = await self.api.UploadPhotos(requests(), metadata=self.md, timeout=300)
+            return Upload(stored, [])
+        except grpc.aio.AioRpcError as err:
+            status = status_of(err)
+            if status is None or err.code() not in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ):
+                raise
+            stored = pb.UploadPhotosResponse()
+            for d in status.details:
+                if d.Is(stored.DESCRIPTOR):
+                    d.Unpack(stored)
+            refused = []
+            for detail in details_of(err):
+                if isinstance(detail, error_details_pb2.BadRequest):
+                    for v in detail.field_violations:
+                        name = v.field
+                        if v.field.startswith("photos[") and v.field.endswith("]"):
+                            index = int(v.field[len("photos[") : -1])
+                            name = files[index].name if index < len(files) else v.field
+                        refused.append((name, v.description))
+            if not refused:
+                raise
+            return Upload(stored, refused)
 
     async def submit(self, order_name: str) -> pb.Order:
         return await self.api.SubmitOrder(
@@ -299,7 +338,7 @@ class GatewayClient:
         *,
         within_s: float,
         on_update: Callable[[pb.Order], None] | None = None,
-        on_uploaded: Callable[[pb.Order, pb.UploadPhotosResponse], None] | None = None,
+        on_uploaded: Callable[[pb.Order, Upload], None] | None = None,
         **order_fields: object,
     ) -> OrderRun:
         """Create, upload, submit and watch one order to a terminal state."""
@@ -334,9 +373,13 @@ async def open_channel(addr: str) -> AsyncIterator[grpc.aio.Channel]:
 # ------------------------------------------------------------------------------ output
 
 
-def photo_check_lines(upload: pb.UploadPhotosResponse) -> list[str]:
+def photo_check_lines(result: Upload) -> list[str]:
+    upload = result.stored
     lines = []
-    width = max((len(p.filename) for p in upload.photos), default=10)
+    width = max(
+        (len(n) for n in [p.filename for p in upload.photos] + [f for f, _ in result.refused]),
+        default=10,
+    )
     for i, p in enumerate(upload.photos, 1):
         verdict = "ok      " if p.usable else "REFUSED "
         facts = f"{p.width}x{p.height}, face {p.face_size_px:.0f}px, sharpness {p.sharpness:.0f}"
@@ -346,9 +389,11 @@ def photo_check_lines(upload: pb.UploadPhotosResponse) -> list[str]:
         for f in p.findings:
             mark = "!" if f.blocking else "-"
             lines.append(f"        {mark} {f.code}: {f.message}")
+    for filename, why in result.refused:
+        lines.append(f"      {filename:<{width}}  REFUSED  {why}")
     sc = upload.set_check
     lines.append(
-        f"  set: {sc.usable_count} usable of {len(upload.photos)},"
+        f"  set: {sc.usable_count} usable of {len(upload.photos) + len(result.refused)},"
         f" variety {sc.variety_score:.2f}"
         + (f", different person: {', '.join(sc.different_person)}" if sc.different_person else "")
     )
@@ -500,7 +545,7 @@ async def drive(opts: DemoOptions, stack: object, admin_token: str, times: dict[
                 flush=True,
             )
 
-        def uploaded(order: pb.Order, upload: pb.UploadPhotosResponse) -> None:
+        def uploaded(order: pb.Order, upload: Upload) -> None:
             print(f"order {order.name}: per-photo checks", flush=True)
             print("\n".join(photo_check_lines(upload)), flush=True)
             print("training, generating, filtering:", flush=True)

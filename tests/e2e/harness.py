@@ -50,6 +50,7 @@ FAST_ENV: dict[str, dict[str, str]] = {
     },
     "generator": {
         "HS_GENERATOR_BATCH_SIZE": "2",
+        "HS_GENERATOR_STEPS": "8",
         "HS_GENERATOR_ACK_WAIT_S": "10",
         "HS_GENERATOR_MAX_DELIVER": "3",
     },

@@ -59,7 +59,7 @@ async def start_order(gw: Gateway, photos: list[Path]) -> tuple[GatewayClient, p
     tenant, client = await gw.tenant("fault")
     order = await client.create_order(tenant, display_name="fault test", **FAULT_ORDER_FIELDS)
     upload = await client.upload_photos(order.name, photos)
-    assert upload.set_check.usable_count > 0, upload
+    assert upload.stored.set_check.usable_count > 0, upload
     return client, order
 
 

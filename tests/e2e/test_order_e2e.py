@@ -37,21 +37,26 @@ def test_order_reaches_ready(completed_order: CompletedOrder, shared_gateway: Ga
 
 def test_upload_checks_every_photo(completed_order: CompletedOrder) -> None:
     upload = completed_order.run.upload
-    assert sorted(p.filename for p in upload.photos) == sorted(
+    stored = upload.stored.photos
+    # Every photo got an answer: stored with its checks, or refused with the reason.
+    assert sorted([p.filename for p in stored] + [f for f, _ in upload.refused]) == sorted(
         p.name for p in completed_order.photos
     )
-    for photo in upload.photos:
+    for photo in stored:
         assert photo.name.startswith(completed_order.run.order.name + "/photos/")
-        assert photo.width > 0 and photo.height > 0 and len(photo.sha256) == 64
-        if not photo.usable:
-            assert any(f.blocking for f in photo.findings), photo
-    # The two bioguide portraits are the same file under two names.
-    dup = [p for p in upload.photos if any(f.code == "DUPLICATE" for f in p.findings)]
-    assert any("bioguide" in p.filename for p in dup), [
-        (p.filename, [f.code for f in p.findings]) for p in upload.photos
-    ]
-    assert upload.set_check.usable_count == sum(p.usable for p in upload.photos)
-    assert not upload.set_check.different_person
+        assert photo.usable and photo.width > 0 and photo.height > 0 and len(photo.sha256) == 64
+        assert not any(f.blocking for f in photo.findings), photo
+    for filename, why in upload.refused:
+        assert filename in why and ":" in why, (filename, why)
+    # The two bioguide portraits are the same picture under two names: one is flagged.
+    flagged = [p.filename for p in stored if any(f.code == "DUPLICATE" for f in p.findings)]
+    flagged += [f for f, why in upload.refused if why.startswith("DUPLICATE")]
+    assert any("bioguide" in f for f in flagged), (
+        [(p.filename, [f.code for f in p.findings]) for p in stored],
+        upload.refused,
+    )
+    assert upload.stored.set_check.usable_count == len(stored)
+    assert not upload.stored.set_check.different_person
 
 
 async def test_results_scores_and_reasons(completed_order: CompletedOrder) -> None:
