@@ -68,6 +68,15 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.
         offset = (f - 1) / 2.0
         m = np.hstack([m[:, :2] * f, (m[:, 2] + m[:, :2] @ np.array([offset, offset]))[:, None]])
     inv = invert_affine(m)
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        # Pillow's C affine transform: same bilinear sampling with pixel centres, ~20× faster.
+        from PIL import Image
+
+        coeffs = tuple(float(c) for c in inv.reshape(-1))
+        out_img = Image.fromarray(image).transform(
+            (out_w, out_h), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR
+        )
+        return np.asarray(out_img)
     ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
     # Pixel centres: sample the source at the centre of each output pixel.
     sx = inv[0, 0] * (xs + 0.5) + inv[0, 1] * (ys + 0.5) + inv[0, 2] - 0.5
