@@ -344,8 +344,9 @@ def build(out_dir: Path, cache_dir: Path = DEFAULT_CACHE) -> dict[str, Any]:
         "sha256": sha256_file(path),
         "io": onnx_io_spec(path),
         "preprocess": {
-            "chip": f"{CHIP_SIZE}x{CHIP_SIZE} RGB uint8 NHWC, aligned on 5 landmarks "
-            "(dlib get_face_chip_details, padding 0.25)",
+            "chip": f"{CHIP_SIZE}x{CHIP_SIZE} RGB uint8 NHWC, cut by "
+            "services/filter/identity_align.py (dlib mean-face template, padding 0.25); "
+            "other templates break it",
             "normalise": f"(x - {list(MEAN_RGB)}) / {INPUT_DIVISOR}, inside the graph",
         },
         "output": "128-d descriptor, not L2-normalised; euclidean distance as dlib",

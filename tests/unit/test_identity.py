@@ -149,6 +149,10 @@ def test_a_consistent_upload_has_no_different_person(fixture_set: Embedded) -> N
     for person in ("obama", "biden"):
         idx = [i for i, p in enumerate(fixture_set.persons) if p == person]
         assert different_person(fixture_set.emb[idx]) == []
+    pair = [fixture_set.index("obama-2012-portrait"), fixture_set.index("biden-vp-portrait")]
+    assert different_person(fixture_set.emb[pair]) == [0, 1]  # no majority: both named
+    same = [fixture_set.index("obama-2012-portrait"), fixture_set.index("obama-2009-congress")]
+    assert different_person(fixture_set.emb[same]) == []
 
 
 def test_centre_is_not_dragged_by_an_outlier(fixture_set: Embedded) -> None:
