@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 # diffusers matches adapter names by substring: a long name that nothing else contains.
 ADAPTER_SLOT = "headshots_order_lora_slot"
 # Rough activation memory of one UNet sample per latent pixel in half precision, for the
-# automatic batch size (measured peak ÷ latent pixels on SD1.5 512² and SDXL 1024², rounded up).
-_ACT_BYTES_PER_LATENT_PX = 64 * 1024
+# automatic batch size: bf16 peak growth per sample ÷ latent pixels measured on an H100
+# (bench_generator --gpu: ~15 KB SD1.5 512², ~11 KB SDXL 1024²), with headroom.
+_ACT_BYTES_PER_LATENT_PX = 24 * 1024
 
 
 class AdapterError(ValueError):
