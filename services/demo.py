@@ -3,7 +3,8 @@
 Starts the embedded stack (PostgreSQL, NATS, the five services as processes), creates a
 tenant and an API key through AdminService, uploads the selfies of a folder, shows the
 per-photo checks, trains, generates, filters, selects, and writes `out/<order>/` with the
-delivered images, `results.json` and a contact sheet `index.html`; prints the time of each
+delivered images, `results.json` and a contact sheet `index.html` (the `headshots` CLI's
+download and sheet, with a note on top for the tiny model); prints the time of each
 stage and stops everything.
 
 With the tiny models (the default) the images are noise: most or all of them are rejected
@@ -36,6 +37,7 @@ from google.rpc import error_details_pb2
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from services.common.errors import details_of, status_of
+from services.gateway import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = (ROOT.parent / "shared" / "fixtures" / "faces" / "obama").resolve()
@@ -434,55 +436,6 @@ def tiny_notice(model_ids: Iterable[str], tiny: bool) -> str:
     )
 
 
-def write_contact_sheet(
-    path: Path, order: pb.Order, records: list[dict[str, object]], notice: str
-) -> None:
-    """A self-contained HTML page: every candidate with its scores and reasons."""
-    cells = []
-    for rec in records:
-        reasons = rec["rejection_reasons"] or []
-        assert isinstance(reasons, list)
-        status = (
-            f"delivered #{rec['rank']}"
-            if rec["delivered"]
-            else ("rejected: " + ", ".join(map(str, reasons)) if reasons else "passed, not picked")
-        )
-        scores = rec["scores"]
-        assert isinstance(scores, dict)
-        score_txt = " ".join(f"{k}={float(v):.2f}" for k, v in sorted(scores.items()))
-        img = (
-            f'<img src="{html.escape(str(rec["file"]))}" loading="lazy">'
-            if rec["file"]
-            else '<div class="noimg">not downloaded</div>'
-        )
-        klass = "ok" if rec["delivered"] else "rej"
-        cells.append(
-            f'<figure class="{klass}">{img}<figcaption><b>{html.escape(status)}</b><br>'
-            f"{html.escape(str(rec['id']))} · {html.escape(str(rec['style']))} · seed "
-            f"{rec['seed']}<br><small>{html.escape(score_txt)}</small></figcaption></figure>"
-        )
-    banner = f'<p class="notice">{html.escape(notice)}</p>' if notice else ""
-    doc = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(order.name)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em}}
-.notice{{background:#fff3cd;border:1px solid #e0b000;padding:.8em;max-width:60em}}
-.grid{{display:flex;flex-wrap:wrap;gap:10px}}
-figure{{margin:0;width:200px;font-size:12px;border:2px solid #ccc;padding:4px}}
-figure.ok{{border-color:#2a2}} figure.rej{{border-color:#c33;opacity:.85}}
-img{{width:192px;height:192px;object-fit:cover;image-rendering:pixelated}}
-.noimg{{width:192px;height:192px;background:#eee}}
-</style></head><body>
-<h1>{html.escape(order.display_name or order.name)}</h1>
-<p>{html.escape(order.name)} · state {state_name(order.state)} · delivered
-{order.delivered_count} of {len(records)} candidates</p>
-{banner}
-<div class="grid">{"".join(cells)}</div>
-</body></html>
-"""
-    path.write_text(doc)
-
-
 # ------------------------------------------------------------------------------ demo
 
 
@@ -547,6 +500,7 @@ async def drive(opts: DemoOptions, stack: object, admin_token: str, times: dict[
 
         def uploaded(order: pb.Order, upload: Upload) -> None:
             print(f"order {order.name}: per-photo checks", flush=True)
+            cli.show_check(upload.stored, upload.refused)
             print("\n".join(photo_check_lines(upload)), flush=True)
             print("training, generating, filtering:", flush=True)
 
@@ -571,30 +525,26 @@ async def drive(opts: DemoOptions, stack: object, admin_token: str, times: dict[
                 times[stage.lower()] = run.clock.seconds[stage]
         order = run.order
         t = time.monotonic()
-        rc = await write_order(client, order, opts)
+        rc = await write_order(client, stack.procs["gateway"].addr, order, opts)
         times["download + write"] = time.monotonic() - t
         return rc
 
 
-async def write_order(client: GatewayClient, order: pb.Order, opts: DemoOptions) -> int:
+async def write_order(client: GatewayClient, addr: str, order: pb.Order, opts: DemoOptions) -> int:
+    """Images and index.html through the CLI's download; results.json and the plain-words
+    note about the tiny model on top."""
     order_id = order.name.rsplit("/", 1)[-1]
     out = opts.out / order_id
-    out.mkdir(parents=True, exist_ok=True)
+    with grpc.insecure_channel(
+        addr, options=[("grpc.max_receive_message_length", 16 << 20)]
+    ) as channel:
+        api = pb_grpc.HeadshotServiceStub(channel)
+        sheet = await asyncio.to_thread(
+            cli.download_order, api, order.name, out, client.token, opts.download_rejected
+        )
     results, summary = await client.list_results(order.name, include_rejected=True)
-    records: list[dict[str, object]] = []
-    rejected_saved = 0
-    for r in sorted(results, key=lambda r: (not r.delivered, r.rank, r.name)):
-        rid = r.name.rsplit("/", 1)[-1]
-        file: str | None = None
-        if r.delivered or rejected_saved < opts.download_rejected:
-            sub = "" if r.delivered else "rejected/"
-            ext = mimetypes.guess_extension(r.content_type or "image/png") or ".png"
-            name = f"{sub}{r.rank:03d}-{rid}{ext}" if r.delivered else f"{sub}{rid}{ext}"
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            (out / name).write_bytes(await client.download(r.name))
-            file = name
-            rejected_saved += 0 if r.delivered else 1
-        records.append(result_record(r, file))
+    records = [result_record(r, downloaded_file(out, r)) for r in results]
+    records.sort(key=lambda rec: (not rec["delivered"], rec["rank"], str(rec["id"])))
     tiny = opts.base_model is None
     notice = tiny_notice((r.model_id for r in results), tiny)
     doc = {
@@ -605,17 +555,45 @@ async def write_order(client: GatewayClient, order: pb.Order, opts: DemoOptions)
         "results": records,
     }
     (out / "results.json").write_text(json.dumps(doc, indent=2))
-    write_contact_sheet(out / "index.html", order, records, notice)
+    if notice:
+        add_notice(sheet, notice)
+    print_summary(order, summary, len(results), notice)
+    delivered = sum(1 for r in records if r["delivered"])
+    print(f"\n  images:        {out}/ ({delivered} delivered)")
+    print(f"  results.json:  {out / 'results.json'}")
+    print(f"  contact sheet: {sheet}")
+    return 0 if order.state == pb.ORDER_STATE_READY else 1
 
-    state = state_name(order.state)
-    print(f"\norder {order.name}: {state}")
+
+def downloaded_file(out: Path, r: pb.Result) -> str | None:
+    """The file the CLI's download wrote for `r` (relative to `out`), if it kept it."""
+    rid = r.name.rsplit("/", 1)[-1]
+    stem = f"{r.rank:03d}-{rid}" if r.delivered else f"rejected/{rid}"
+    for found in sorted(out.glob(stem + ".*")):
+        return str(found.relative_to(out))
+    return None
+
+
+def add_notice(sheet: Path, notice: str) -> None:
+    """Put the notice at the top of the contact sheet, under the title."""
+    page = sheet.read_text(encoding="utf-8")
+    banner = (
+        '<p style="background:#fff3cd;border:1px solid #e0b000;padding:.8em;max-width:60em">'
+        f"<b>Note:</b> {html.escape(notice)}</p>"
+    )
+    head, sep, rest = page.partition("</h1>")
+    sheet.write_text(head + sep + "\n" + banner + rest if sep else banner + page, encoding="utf-8")
+
+
+def print_summary(order: pb.Order, summary: pb.RejectionSummary, listed: int, notice: str) -> None:
+    print(f"\norder {order.name}: {state_name(order.state)}")
     if order.failure_reason:
         print(f"  failure reason: {order.failure_reason}")
     print(
-        f"  candidates {summary.candidates or len(results)}, passed every check"
+        f"  candidates {summary.candidates or listed}, passed every check"
         f" {summary.passed}, delivered {summary.delivered or order.delivered_count}"
     )
-    by_reason = sorted(summary.by_reason.items(), key=lambda kv: -kv[1])
+    by_reason = sorted(summary.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
     if by_reason:
         print("  rejected, by reason (a candidate can count under several):")
         for code, n in by_reason:
@@ -623,25 +601,17 @@ async def write_order(client: GatewayClient, order: pb.Order, opts: DemoOptions)
     if notice:
         print("\n  NOTE: " + notice)
     ret = order.retention
-    if ret.photos_delete_time.seconds:
-        print(
-            "  deletion schedule: photos "
-            + ret.photos_delete_time.ToDatetime().isoformat(timespec="minutes")
-            + (
-                ", model " + ret.model_delete_time.ToDatetime().isoformat(timespec="minutes")
-                if ret.model_delete_time.seconds
-                else ""
-            )
-            + (
-                ", results " + ret.results_delete_time.ToDatetime().isoformat(timespec="minutes")
-                if ret.results_delete_time.seconds
-                else ""
-            )
+    when = [
+        (label, ts.ToDatetime().isoformat(timespec="minutes"))
+        for label, ts in (
+            ("photos", ret.photos_delete_time),
+            ("model", ret.model_delete_time),
+            ("results", ret.results_delete_time),
         )
-    print(f"\n  images:        {out}/ ({sum(1 for r in records if r['delivered'])} delivered)")
-    print(f"  results.json:  {out / 'results.json'}")
-    print(f"  contact sheet: {out / 'index.html'}")
-    return 0 if order.state == pb.ORDER_STATE_READY else 1
+        if ts.seconds
+    ]
+    if when:
+        print("  deletion schedule (UTC): " + ", ".join(f"{k} {v}" for k, v in when))
 
 
 def print_times(times: dict[str, float]) -> None:

@@ -43,14 +43,20 @@ ORDER_TIMEOUT_S = 240.0
 FAST_ENV: dict[str, dict[str, str]] = {
     "trainer": {
         "HS_TRAINER_STEPS": "24",
+        # Two likeness validations of two small renders each, instead of five of four.
+        "HS_TRAINER_VALIDATION_EVERY": "12",
+        "HS_TRAINER_VALIDATION_IMAGES": "2",
+        "HS_TRAINER_VALIDATION_INFERENCE_STEPS": "6",
+        # Training state saved every 8 steps, so a killed trainer resumes mid-run.
         "HS_TRAINER_CHECKPOINT_EVERY": "8",
-        "HS_TRAINER_PROGRESS_EVERY": "2",
+        "HS_TRAINER_PROGRESS_INTERVAL_S": "1",
         "HS_TRAINER_ACK_WAIT_S": "10",
         "HS_TRAINER_MAX_DELIVER": "3",
     },
     "generator": {
         "HS_GENERATOR_BATCH_SIZE": "2",
         "HS_GENERATOR_STEPS": "8",
+        "HS_GENERATOR_MAX_ROUNDS": "2",
         "HS_GENERATOR_ACK_WAIT_S": "10",
         "HS_GENERATOR_MAX_DELIVER": "3",
     },
