@@ -76,6 +76,8 @@ class Crop:
     upscale: float
     zoom: float = 1.0
     outside: float = 0.0
+    # 150x150 identity chip cut from the full photo (likeness reference), when available.
+    identity_chip: np.ndarray | None = None
 
 
 @dataclass
@@ -241,8 +243,17 @@ class Preprocessor:
                     f" needs at least {need:.0f})"
                 )
             return Rejection(name, code, message)
+        crop.identity_chip = _identity_chip(image, face.landmarks)
         result.crops.append(crop)
         return None
+
+
+def _identity_chip(image: np.ndarray, landmarks5: np.ndarray) -> np.ndarray | None:
+    try:
+        from services.filter.identity_align import align_chip
+    except ImportError:
+        return None
+    return align_chip(image, landmarks5)
 
 
 def _sentence(code: str) -> str:
@@ -263,6 +274,7 @@ def flipped(crop: Crop) -> Crop:
         upscale=crop.upscale,
         zoom=crop.zoom,
         outside=crop.outside,
+        identity_chip=crop.identity_chip,
     )
 
 
