@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when anything below changes what is built; a cached folder with another key is rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 MARKER = "tiny_model.json"
 KINDS = ("sd15", "sdxl")
 SEED = 1234
@@ -44,6 +44,8 @@ MAX_TOKENS = 77
 # The rare instance token the trainer uses by default: it is one token of its own here, as
 # rare tokens are in the real CLIP vocabulary.
 INSTANCE_TOKEN = "ohwx"
+# Log-variance of the tiny VAE posterior (std e^-5 = 0.007 before scaling).
+LATENT_LOGVAR = -10.0
 
 # Words the prompts of this project use (instance prompt, class words, style fragments,
 # negatives). Word frequencies decide the merge order; repeated words weigh more.
@@ -188,7 +190,7 @@ def _vae(seed: int) -> Any:
 
     torch.manual_seed(seed)
     # Four blocks: three 2x downsamples, factor 8 as in SD's VAE.
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -198,8 +200,32 @@ def _vae(seed: int) -> Any:
         latent_channels=4,
         norm_num_groups=8,
         sample_size=RESOLUTION,
-        scaling_factor=0.18215,
+        scaling_factor=1.0,
     ).eval()
+    # A random encoder's posterior is mostly noise (its log-variance is as large as its
+    # mean), so latents would carry almost nothing of the image. A trained VAE is nearly
+    # deterministic: pin the log-variance low, as training would.
+    half = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[half:] = 0.0
+        vae.quant_conv.bias[half:] = LATENT_LOGVAR
+    # Scale latents to unit variance, the way SD's 0.18215 was chosen (1 / std of the
+    # latents of training images), measured here on fixed smooth random images.
+    vae.register_to_config(scaling_factor=round(1.0 / _latent_std(vae, seed), 5))
+    return vae
+
+
+def _latent_std(vae: Any, seed: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(16, 3, 8, 8, generator=gen)
+    fine = 0.3 * torch.randn(16, 3, RESOLUTION, RESOLUTION, generator=gen)
+    size = (RESOLUTION, RESOLUTION)
+    images = torch.tanh(F.interpolate(coarse, size=size, mode="bicubic") + fine)
+    with torch.no_grad():
+        return float(vae.encode(images).latent_dist.mean.std())
 
 
 def unet_config(kind: str) -> dict[str, Any]:
