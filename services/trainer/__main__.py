@@ -1,16 +1,89 @@
-"""`python -m services.trainer`: serves health until the trainer issue fills the service in."""
+"""`python -m services.trainer`: gRPC health + the jobs.train worker.
+
+Start-up: the port opens (health NOT_SERVING until ready), then the heavy imports (torch,
+diffusers, peft) and the face stack load, the bus and blob store connect, the worker
+consumes. SIGTERM: NOT_SERVING, stop fetching, the running job checkpoints at its next
+step and is handed back (nak) inside the grace period; a redelivery resumes from it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from services.common.blobs import open_blob_store
+from services.common.bus import Bus
+from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
-from services.common.settings import ServiceSettings
+from services.trainer.settings import TrainerSettings
+
+log = logging.getLogger("services.trainer")
 
 
 async def main() -> None:
-    settings = ServiceSettings(service_name="trainer")
+    settings = TrainerSettings(service_name="trainer")
     if settings.grpc_port == 0:
         settings.grpc_port = 50054
     host = ServiceHost(settings)
+    state: dict[str, object] = {}
+
+    async def start() -> None:
+        import torch
+
+        from services.trainer.worker import TrainerWorker
+
+        if settings.cpu_threads > 0:
+            torch.set_num_threads(settings.cpu_threads)
+        base = settings.base_model_path()
+        if not (base / "model_index.json").is_file():
+            raise FileNotFoundError(f"base model {base} is not a diffusers folder (make models)")
+        engine = None
+        if settings.master_key is not None:
+            from services.common import db
+
+            url, pg = await db.database_url(settings)
+            state["pg"] = pg
+            await db.migrate(url, "keyring")
+            engine = db.create_engine(url)
+            state["engine"] = engine
+        blobs = open_blob_store(settings, engine=engine)
+        bus = await Bus.connect(settings.nats_url, "trainer")
+        await bus.ensure_streams(replicas=settings.jetstream_replicas)
+        erased = ErasedOrders(bus)
+        await erased.start()
+        trainer = TrainerWorker(settings, blobs, bus, erased=erased)
+        # Load the face stack now rather than inside the first job.
+        await asyncio.to_thread(trainer._load_face_models)
+        state.update(bus=bus, erased=erased, trainer=trainer, worker=trainer.worker())
+
+    async def run_worker() -> None:
+        worker = state["worker"]
+        await worker.run()  # type: ignore[attr-defined]
+
+    async def stop() -> None:
+        trainer = state.get("trainer")
+        if trainer is not None:
+            trainer.request_stop()  # type: ignore[attr-defined]
+        worker = state.get("worker")
+        if worker is not None:
+            grace = max(1.0, settings.shutdown_grace_seconds - 2)
+            await worker.stop(drain=True, grace=grace)  # type: ignore[attr-defined]
+        erased = state.get("erased")
+        if erased is not None:
+            await erased.stop()  # type: ignore[attr-defined]
+        bus = state.get("bus")
+        if bus is not None:
+            await bus.close()  # type: ignore[attr-defined]
+        engine = state.get("engine")
+        if engine is not None:
+            await engine.dispose()  # type: ignore[attr-defined]
+        pg = state.get("pg")
+        if pg is not None:
+            pg.stop()  # type: ignore[attr-defined]
+
+    host.on_startup(start)
+    host.background(run_worker)
+    host.on_shutdown(stop)
     await host.run()
 
 
