@@ -1,0 +1,334 @@
+"""Trainer benchmark.
+
+CPU (default), tiny models built by `models.tiny_diffusion` (64 px, 8x8 latents):
+- seconds per training step (LoRA rank 16 on the UNet attention projections, batch 1) for
+  the SD1.5-shaped and the SDXL-shaped tiny model;
+- seconds per order: preprocessing of the six fixture selfies (face stack) + training with
+  the default step rule (100 steps per photo) + five validations, checkpointing in memory.
+
+`--gpu`: SD1.5-architecture and SDXL-architecture UNets from their published configs with
+random weights (`UNet2DConditionModel(**config)` only: no pipeline, no download), LoRA
+rank 16 on to_q/to_k/to_v/to_out.0 (fp32 LoRA weights, AdamW), frozen weights in bf16,
+bf16 autocast, SDPA, gradient checkpointing off and on, at 512² and 1024², batch 1 and 4:
+steps/s, peak memory, MFU = achieved FLOP/s / bf16 matmul peak measured in the same run.
+Training FLOPs per sample = 3 x forward (forward + backward of activations and weights;
+checkpointing's recomputation is not counted, as MFU conventionally does not). Forward FLOPs
+per sample: 0.803 T for SD1.5 at 512², 6.761 T for SDXL at 1024² (project figures); other
+resolutions scale by pixel count (attention grows faster, so those MFU figures are a lower
+bound). Each configuration catches its own out-of-memory.
+
+Prints a table; writes bench/results/trainer.json (CPU) or trainer_gpu.json (GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FACES = (ROOT.parent / "shared" / "fixtures" / "faces").resolve()
+MODELS = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models"))
+
+# ---- GPU: real UNet configs (values of the published unet/config.json files) ----------------
+
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
+    "up_block_types": (
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "downsample_padding": 1,
+}
+SDXL_UNET: dict[str, Any] = {
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "transformer_layers_per_block": (1, 2, 10),
+    "attention_head_dim": (5, 10, 20),
+    "cross_attention_dim": 2048,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+    "norm_num_groups": 32,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+}
+# name: (config, native resolution, forward TFLOPs per sample at native, context dim)
+GPU_MODELS: dict[str, tuple[dict[str, Any], int, float, int]] = {
+    "sd15": (SD15_UNET, 512, 0.803, 768),
+    "sdxl": (SDXL_UNET, 1024, 6.761, 2048),
+}
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def measure_bf16_peak(device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    """TFLOP/s of a large bf16 matmul: the MFU denominator, measured in this run."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def _lora_unet(name: str, device: torch.device, checkpointing: bool) -> Any:
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    config = GPU_MODELS[name][0]
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**config)
+    unet.requires_grad_(False)
+    unet.to(device=device, dtype=torch.bfloat16)
+    unet.add_adapter(
+        LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian", target_modules=TARGETS)
+    )
+    for p in unet.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    return unet
+
+
+def _gpu_step_fn(name: str, unet: Any, res: int, batch: int, device: torch.device) -> Any:
+    ctx = GPU_MODELS[name][3]
+    lat = res // 8
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    hidden = torch.randn(batch, 77, ctx, device=device, dtype=torch.bfloat16)
+    extra: dict[str, Any] = {}
+    if name == "sdxl":
+        extra["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(batch, 1280, device=device, dtype=torch.bfloat16),
+            "time_ids": torch.tensor([[res, res, 0, 0, res, res]] * batch, device=device).to(
+                torch.bfloat16
+            ),
+        }
+
+    def step() -> None:
+        latents = torch.randn(batch, 4, lat, lat, device=device)
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        noisy = latents + noise  # the scheduler's arithmetic is negligible here
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            pred = unet(noisy, t, encoder_hidden_states=hidden, **extra).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_gpu(steps: int, batches: tuple[int, ...]) -> dict[str, Any]:
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    peak = measure_bf16_peak(device)
+    print(f"{torch.cuda.get_device_name()}: measured bf16 matmul peak {peak:.0f} TFLOP/s")
+    rows: list[dict[str, Any]] = []
+    for name, (_cfg, native, fwd_tflops, _ctx) in GPU_MODELS.items():
+        for checkpointing in (False, True):
+            try:
+                unet = _lora_unet(name, device, checkpointing)
+            except torch.OutOfMemoryError:
+                rows.append({"model": name, "checkpointing": checkpointing, "error": "OOM at load"})
+                continue
+            for res in (512, 1024):
+                for batch in batches:
+                    row: dict[str, Any] = {
+                        "model": name,
+                        "resolution": res,
+                        "batch": batch,
+                        "checkpointing": checkpointing,
+                    }
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                    try:
+                        step = _gpu_step_fn(name, unet, res, batch, device)
+                        for _ in range(3):
+                            step()
+                        torch.cuda.synchronize()
+                        t0 = time.perf_counter()
+                        for _ in range(steps):
+                            step()
+                        torch.cuda.synchronize()
+                        dt = (time.perf_counter() - t0) / steps
+                        flops = 3 * fwd_tflops * (res / native) ** 2 * batch * 1e12
+                        row.update(
+                            steps_per_s=round(1 / dt, 3),
+                            samples_per_s=round(batch / dt, 2),
+                            s_per_step=round(dt, 4),
+                            mfu=round(flops / dt / (peak * 1e12), 3),
+                            peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                        )
+                    except torch.OutOfMemoryError:
+                        row["error"] = "OOM"
+                    except RuntimeError as err:
+                        if "out of memory" not in str(err).lower():
+                            raise
+                        row["error"] = "OOM"
+                    rows.append(row)
+                    print(_fmt_gpu(row), flush=True)
+            del unet
+            torch.cuda.empty_cache()
+    return {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "bf16_peak_tflops": round(peak, 1),
+        "lora_rank": 16,
+        "rows": rows,
+        "summary": {
+            _row_name(r): r.get("steps_per_s", r.get("error")) for r in rows if "batch" in r
+        },
+    }
+
+
+def _row_name(r: dict[str, Any]) -> str:
+    ckpt = "ckpt" if r["checkpointing"] else "nockpt"
+    return f"{r['model']}_{r['resolution']}_b{r['batch']}_{ckpt}_steps_per_s"
+
+
+def _fmt_gpu(r: dict[str, Any]) -> str:
+    head = (
+        f"{r['model']:5} {r.get('resolution', '-'):>5}² b{r.get('batch', '-'):<3}"
+        f" ckpt={'on ' if r['checkpointing'] else 'off'}"
+    )
+    if "error" in r:
+        return f"{head}  {r['error']}"
+    return (
+        f"{head}  {r['steps_per_s']:7.2f} steps/s  {r['samples_per_s']:7.2f} samples/s"
+        f"  MFU {r['mfu']:.1%}  mem {r['peak_mem_gib']} GiB"
+    )
+
+
+# ---- CPU: tiny models ----------------------------------------------------------------------
+
+
+def _crops(resolution: int) -> tuple[list[Any], float]:
+    from services.trainer.preprocess import CropGeometry, Preprocessor
+
+    photos = [(p.name, p.read_bytes()) for p in sorted((FACES / "obama").glob("*.jpg"))]
+    pre = Preprocessor.load(MODELS / "face", CropGeometry(resolution))
+    t0 = time.perf_counter()
+    result = pre.run(photos)
+    return result.crops, time.perf_counter() - t0
+
+
+def bench_cpu(order_steps: int | None) -> dict[str, Any]:
+    from models.tiny_diffusion import build
+    from services.trainer.checkpointing import MemoryCheckpointStore
+    from services.trainer.lora_training import TrainConfig, train_lora
+
+    crops, preprocess_s = _crops(64)
+    out: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "photos": len(crops),
+        "preprocess_s": round(preprocess_s, 2),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("sd15", "sdxl"):
+            base = build(kind, MODELS / f"tiny-{kind}") if MODELS.is_dir() else None
+            base = base or build(kind, Path(tmp) / kind)
+            cfg = TrainConfig(
+                class_word="man",
+                rank=16,
+                steps=100,
+                validation_every=100,
+                validation_images=1,
+                validation_inference_steps=2,
+                device="cpu",
+            )
+            res = train_lora(base, crops, cfg)
+            out[f"{kind}_s_per_step"] = round(res.seconds_per_step, 4)
+            print(f"tiny {kind}: {res.seconds_per_step * 1000:.1f} ms/step (rank 16, batch 1)")
+        base = build("sd15", MODELS / "tiny-sd15")
+        steps = order_steps or min(1500, max(100, 100 * len(crops)))
+        cfg = TrainConfig(class_word="man", rank=16, steps=steps, device="cpu")
+        t0 = time.perf_counter()
+        res = train_lora(base, crops, cfg, checkpoint_store=MemoryCheckpointStore())
+        train_s = time.perf_counter() - t0
+        out.update(
+            order_steps=steps,
+            order_train_s=round(train_s, 2),
+            order_s=round(train_s + preprocess_s, 2),
+            order_s_per_step=round(res.seconds_per_step, 4),
+            validations=len(res.validations),
+        )
+        print(
+            f"order (tiny sd15, {len(crops)} photos, {steps} steps, {len(res.validations)} "
+            f"validations): {train_s + preprocess_s:.1f} s "
+            f"(preprocess {preprocess_s:.1f} s, {res.seconds_per_step * 1000:.1f} ms/step)"
+        )
+    out["summary"] = {
+        "tiny_sd15_s_per_step": out["sd15_s_per_step"],
+        "tiny_sdxl_s_per_step": out["sdxl_s_per_step"],
+        "tiny_order_s": out["order_s"],
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="real-config UNets on the GPU")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per GPU config")
+    parser.add_argument("--batches", default="1,4", help="GPU batch sizes")
+    parser.add_argument("--order-steps", type=int, default=0, help="CPU order steps (0: rule)")
+    ns = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if ns.gpu:
+        if not torch.cuda.is_available():
+            print("no CUDA device", file=sys.stderr)
+            return 1
+        doc = bench_gpu(ns.steps, tuple(int(b) for b in ns.batches.split(",")))
+        path = RESULTS / "trainer_gpu.json"
+    else:
+        doc = bench_cpu(ns.order_steps or None)
+        path = RESULTS / "trainer.json"
+    doc["date"] = time.strftime("%Y-%m-%d")
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
