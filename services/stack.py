@@ -124,8 +124,7 @@ class Stack:
                     assert sp.proc is not None
                     raise RuntimeError(
                         f"{name} exited with {sp.proc.returncode} during start;"
-                        f" log: {sp.log_path}\n"
-                        + tail(sp.log_path)
+                        f" log: {sp.log_path}\n" + tail(sp.log_path)
                     )
                 if health_status(sp.addr) == health_pb2.HealthCheckResponse.SERVING:
                     break
