@@ -1,16 +1,139 @@
-"""`python -m services.filter`: serves health until the filter issue fills the service in."""
+"""`python -m services.filter`: AnalyzeSelfies over gRPC and the `jobs.filter` worker.
+
+Start-up: open the port (health NOT_SERVING), load the face stack and the identity model
+once (shared by the gRPC servicer and the worker), migrate the filter schema, connect to
+JetStream, then report SERVING and consume. SIGTERM: NOT_SERVING, the worker finishes the
+batch in hand or hands it back; scores already written are not recomputed on redelivery.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from headshots.v1 import internal_pb2_grpc, jobs_pb2
+from services.common import db
+from services.common.blobs import open_blob_store
+from services.common.bus import Bus
+from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
-from services.common.settings import ServiceSettings
+from services.common.outbox import OutboxRelay
+from services.filter.servicer import FilterServicer
+from services.filter.settings import FilterSettings
+from services.filter.tables import outbox
+
+log = logging.getLogger("services.filter")
+
+SUBJECT = "jobs.filter"
+DURABLE = "filter"
+SERVICE_NAME = "headshots.v1.FilterService"
+
+
+class _Deferred:
+    """Holds the analyzer until the models are loaded; the port answers UNAVAILABLE
+    through health until then, so nobody calls it early."""
+
+    analyzer: object | None = None
+
+    def analyze(self, items: object) -> object:
+        if self.analyzer is None:
+            raise RuntimeError("face models are still loading")
+        return self.analyzer.analyze(items)  # type: ignore[attr-defined]
 
 
 async def main() -> None:
-    settings = ServiceSettings(service_name="filter")
+    settings = FilterSettings(service_name="filter")
     if settings.grpc_port == 0:
         settings.grpc_port = 50053
     host = ServiceHost(settings)
+    deferred = _Deferred()
+    host.add(
+        internal_pb2_grpc.add_FilterServiceServicer_to_server,
+        FilterServicer(deferred),
+        SERVICE_NAME,
+    )
+    state: dict[str, object] = {}
+
+    async def start() -> None:
+        from services.filter.analysis import SelfieAnalyzer
+        from services.filter.scoring import CandidateScorer
+        from services.filter.selection import SelectionConfig, select_results
+        from services.filter.worker import FilterWorker
+
+        models = settings.models_path()
+        analyzer = await asyncio.to_thread(
+            SelfieAnalyzer.load, models, intra_op_threads=settings.intra_op_threads
+        )
+        # One set of ONNX sessions for both paths: they are thread-safe for run().
+        scorer = CandidateScorer(analyzer.stack, analyzer.identity)
+        deferred.analyzer = analyzer
+        selection = SelectionConfig.load(settings.thresholds_file)
+
+        url, pg = await db.database_url(settings)
+        state["pg"] = pg
+        await db.migrate(url, "keyring")
+        await db.migrate(url, "filter")
+        engine = db.create_engine(url)
+        state["engine"] = engine
+        blobs = open_blob_store(settings, engine=engine)
+        bus = await Bus.connect(settings.nats_url, "filter")
+        await bus.ensure_streams(replicas=settings.jetstream_replicas)
+        state["bus"] = bus
+        erased = ErasedOrders(bus)
+        await erased.start()
+        state["erased"] = erased
+        worker = FilterWorker(
+            engine,
+            blobs,
+            bus,
+            scorer,
+            lambda picks, n: select_results(picks, n, selection),
+            erased=erased,
+            batch=settings.score_batch,
+        )
+
+        async def on_dead(dead: jobs_pb2.DeadLetter) -> None:
+            await worker.fail_order(dead)
+
+        state["worker"] = bus.worker(
+            SUBJECT,
+            DURABLE,
+            worker.handle,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            concurrency=settings.concurrency,
+            on_dead=on_dead,
+        )
+        state["relay"] = OutboxRelay(engine, outbox, bus)
+
+    async def run_worker() -> None:
+        await state["worker"].run()  # type: ignore[attr-defined]
+
+    async def run_relay() -> None:
+        await state["relay"].run()  # type: ignore[attr-defined]
+
+    async def stop() -> None:
+        worker = state.get("worker")
+        if worker is not None:
+            await worker.stop(drain=True, grace=settings.shutdown_grace_seconds - 2)  # type: ignore[attr-defined]
+        relay = state.get("relay")
+        if relay is not None:
+            await relay.stop()  # type: ignore[attr-defined]
+        for name in ("erased", "bus"):
+            item = state.get(name)
+            if item is not None:
+                await (item.stop() if name == "erased" else item.close())  # type: ignore[attr-defined]
+        engine = state.get("engine")
+        if engine is not None:
+            await engine.dispose()  # type: ignore[attr-defined]
+        pg = state.get("pg")
+        if pg is not None:
+            pg.stop()  # type: ignore[attr-defined]
+
+    host.on_startup(start)
+    host.background(run_worker)
+    host.background(run_relay)
+    host.on_shutdown(stop)
     await host.run()
 
 

@@ -103,6 +103,30 @@ class FilterWorker:
                 "order's key destroyed (erased); dropping", extra={"fields": {"job": job.job_id}}
             )
 
+    async def fail_order(self, dead: jobs_pb2.DeadLetter) -> None:
+        """A filter job that exhausted its deliveries fails its order, with the reason:
+        an order must reach a terminal state, and without this batch the round never
+        completes."""
+        job = jobs_pb2.FilterJob()
+        try:
+            job.ParseFromString(dead.payload)
+        except Exception:
+            log.exception("dead filter job is unreadable; its order is left to the reconciler")
+            return
+        reason = dead.reason or "filtering failed"
+        event = jobs_pb2.OrderEvent(
+            event_id=f"{job.order_id}:filtering:failed:r{job.round}:b{job.batch}",
+            tenant_id=job.tenant_id,
+            order_id=job.order_id,
+            stage=headshots_pb2.STAGE_FILTERING,
+            kind=jobs_pb2.EVENT_KIND_FAILED,
+            failure_reason=f"filtering failed: {reason}",
+            job_id=job.job_id,
+            round=job.round,
+        )
+        event.time.GetCurrentTime()
+        await self.bus.publish("events.filtering.failed", event, msg_id=event.event_id)
+
     async def _handle(self, job: jobs_pb2.FilterJob) -> None:
         t, o = job.tenant_id, job.order_id
         async with self.engine.begin() as conn:
