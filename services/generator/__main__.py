@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from headshots.v1 import internal_pb2_grpc
 from services.common.blobs import open_blob_store
@@ -30,8 +31,10 @@ async def main() -> None:
     host = ServiceHost(settings)
     state: dict[str, object] = {}
 
+    # HS_STYLES_FILE is the platform-wide catalogue (the gateway lists the same file).
+    styles_file = settings.styles_file or os.environ.get("HS_STYLES_FILE")
     catalogue: StyleCatalogue = (
-        StyleCatalogue.load(settings.styles_file) if settings.styles_file else load_catalogue()
+        StyleCatalogue.load(styles_file) if styles_file else load_catalogue()
     )
 
     servicer = GeneratorServicer()

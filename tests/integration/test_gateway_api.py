@@ -91,10 +91,13 @@ async def test_order_from_upload_to_erasure(gw: GatewayUnderTest) -> None:
     tenant, secret = await gw.tenant("acme")
     api = gw.api()
     styles = await api.ListStyles(pb.ListStylesRequest(), metadata=md(secret))
-    assert {s.id for s in styles.styles} >= {"corporate", "studio"}
+    assert {s.id for s in styles.styles} >= {
+        "navy-blazer-soft-studio-grey",
+        "charcoal-suit-rembrandt-dark",
+    }
     order = await new_order(
         gw, tenant, secret, display_name="me", candidate_count=12, result_count=4,
-        style_ids=["corporate", "studio"],
+        style_ids=["navy-blazer-soft-studio-grey", "charcoal-suit-rembrandt-dark"],
     )  # fmt: skip
     assert order.state == pb.ORDER_STATE_CREATED and order.version == 1
 
@@ -152,7 +155,10 @@ async def test_order_from_upload_to_erasure(gw: GatewayUnderTest) -> None:
 
     preview = await api.CreatePreview(
         pb.CreatePreviewRequest(
-            parent=f"tenants/{tenant}", style_id="studio", photo=fixture_files(1)[0][1], count=3
+            parent=f"tenants/{tenant}",
+            style_id="navy-blazer-soft-studio-grey",
+            photo=fixture_files(1)[0][1],
+            count=3,
         ),
         metadata=md(secret),
     )

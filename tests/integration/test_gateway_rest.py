@@ -129,7 +129,11 @@ async def test_order_through_rest(gw: GatewayUnderTest) -> None:
 
         r = await client.post(
             f"/v1/tenants/{tenant}/previews",
-            json={"styleId": "studio", "photo": b64(files[0].read_bytes()), "count": 1},
+            json={
+                "styleId": "navy-blazer-soft-studio-grey",
+                "photo": b64(files[0].read_bytes()),
+                "count": 1,
+            },
             headers=h,
         )
         assert r.status_code == 200 and len(r.json()["images"]) == 1
