@@ -26,6 +26,7 @@ from headshots.v1 import jobs_pb2
 from services.common.db import compare_and_set
 from services.common.errors import ApiError
 from services.gateway.tables import order_changes, orders, outbox
+from services.retention import policies as retention_policies
 
 S = pb.OrderState
 CREATED, UPLOADING, QUEUED = S.ORDER_STATE_CREATED, S.ORDER_STATE_UPLOADING, S.ORDER_STATE_QUEUED
@@ -135,10 +136,15 @@ def to_proto(row: Any) -> pb.Order:
     o.create_time.FromDatetime(row.created_at)
     o.update_time.FromDatetime(row.updated_at)
     if o.state in FINAL and o.state != DELETED:
+        # The published schedule (services/retention/policies.yaml), the same file the
+        # retention service enforces: what the partner is told is what happens.
         ended: datetime = row.updated_at
-        o.retention.photos_delete_time.FromDatetime(
-            ended + timedelta(days=row.photo_retention_days)
+        due = retention_policies.load().due_times(
+            ended, row.photo_retention_days, bool(row.keep_model)
         )
+        o.retention.photos_delete_time.FromDatetime(due["PHOTOS"])
+        o.retention.model_delete_time.FromDatetime(due["ADAPTER"])
+        o.retention.results_delete_time.FromDatetime(due["RESULTS"])
     return o
 
 
