@@ -622,12 +622,24 @@ def _prepare_data(
     return _Data(instance, instance_cond, class_latents, class_cond, val)
 
 
+# Gradient checkpointing costs 1.6-2.5x step time (bench/RESULTS.md, H200); it pays only
+# where memory is short: SDXL at 1024² batch 4 needs 34 GiB without it, 8 GiB with it.
+CHECKPOINTING_BELOW_GIB = 40.0
+
+
+def _small_gpu(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return total < CHECKPOINTING_BELOW_GIB
+
+
 def _set_checkpointing(
     models: DiffusionModels, config: TrainConfig, on: bool | None = None
 ) -> bool:
     if on is None:
         on = config.gradient_checkpointing == "on" or (
-            config.gradient_checkpointing == "auto" and models.device.type == "cuda"
+            config.gradient_checkpointing == "auto" and _small_gpu(models.device)
         )
     if on:
         models.unet.enable_gradient_checkpointing()

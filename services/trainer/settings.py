@@ -31,7 +31,8 @@ class TrainerSettings(ServiceSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: bf16 autocast on a GPU that supports it, fp16 on older GPUs, fp32 on CPU.
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    # auto: on for a GPU (memory for batch), off on CPU (the tiny models need none).
+    # auto: on for a GPU under 40 GiB (it costs 1.6-2.5x step time: bench/RESULTS.md),
+    # off on bigger GPUs and on CPU.
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     # torch threads on CPU; 0 leaves torch's default.
     cpu_threads: int = 0
