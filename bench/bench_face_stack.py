@@ -5,13 +5,16 @@
 Parts timed separately, each on real fixture photos resized to 512×512 (so a face is
 present and every stage does its full work): CenterFace detection (letterbox + model +
 decode), mesh + both irises on one face, hands (palm detector + landmark model on each palm
-found), and the whole selfie check. Batched detection is timed too. Median of `repeats`.
+found), and the whole selfie check. Batched detection is timed too; so are the two service
+paths: AnalyzeSelfies on the six obama photos and candidate scoring of a batch of 512² PNG
+renders (decode, detect, mesh, hands, descriptor, likeness). Median of `repeats`.
 Writes bench/results/face_stack.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -20,12 +23,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from models.face_stack.build import build
+from services.filter.analysis import SelfieAnalyzer
 from services.filter.face_stack import FaceStack
 from services.filter.geometry import resize
+from services.filter.identity import IdentityModel
 from services.filter.image_io import decode_image
+from services.filter.scoring import CandidateScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "faces"
@@ -50,6 +58,12 @@ def median_ms(fn: Callable[[], object], repeats: int, per: int) -> float:
     return statistics.median(times)
 
 
+def _png(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -63,6 +77,12 @@ def main() -> None:
     faces = [stack.detect([im])[0][0] for im in images]
     n = len(images)
     batch = (images * args.batch)[: args.batch]
+    identity = IdentityModel.load(MODELS, intra_op_threads=args.threads)
+    analyzer = SelfieAnalyzer(stack, identity)
+    scorer = CandidateScorer(stack, identity)
+    selfies = [(p.name, p.read_bytes()) for p in sorted((FIXTURES / "obama").glob("*.jpg"))]
+    reference = np.asarray(analyzer.analyze(selfies).set.reference_embedding, np.float32)
+    renders = [_png(im) for im in batch]
 
     rows: dict[str, float] = {
         "detector": median_ms(lambda: [stack.detect([im]) for im in images], args.repeats, n),
@@ -80,6 +100,14 @@ def main() -> None:
         ),
         "selfie_check": median_ms(
             lambda: [stack.check_selfie(im) for im in images], args.repeats, n
+        ),
+        # The service paths: AnalyzeSelfies on an upload set (decode, checks, descriptors,
+        # set consensus) and jobs.filter scoring of a batch of 512² PNG renders.
+        f"analyze_set{len(selfies)}": median_ms(
+            lambda: analyzer.analyze(selfies), args.repeats, len(selfies)
+        ),
+        f"score_batch{args.batch}": median_ms(
+            lambda: scorer.score(renders, reference), args.repeats, len(renders)
         ),
     }
     providers = stack.detector.session.get_providers()
