@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -29,6 +30,7 @@ from nats.js import JetStreamContext, api
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
+from services.common import metrics
 from services.common.deadletter import (
     DeadLetterCallback,
     DeadLetterMover,
@@ -179,6 +181,8 @@ class Worker:
             self.bus, stream, self.durable, self.on_dead, delete_original=self._work_queue
         )
         await self._mover.start()
+        # The lag KEDA scales on, exported in the same units for operators' dashboards.
+        lag = asyncio.create_task(self._report_lag(stream))
         log.info("worker %s on %s (%s) started", self.durable, self.subject, stream)
         try:
             while not self._stopping.is_set():
@@ -197,6 +201,9 @@ class Worker:
                     self._inflight[task] = msg
                     task.add_done_callback(self._done)
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             await self._finish_inflight()
             if self._mover is not None:
                 await self._mover.stop()
@@ -205,6 +212,16 @@ class Worker:
             self.bus._forget_worker(self)
             self._stopped.set()
             log.info("worker %s stopped", self.durable)
+
+    async def _report_lag(self, stream: str, interval_s: float = 5.0) -> None:
+        gauge = metrics.QUEUE_LAG.labels(stream, self.durable)
+        while not self._stopping.is_set():
+            try:
+                gauge.set(await self.bus.consumer_lag(stream, self.durable))
+            except Exception as err:  # NATS restarting: the next pass reports it
+                log.debug("lag of %s/%s unavailable: %r", stream, self.durable, err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval_s)
 
     async def _wait_any(self, coro: Awaitable[object]) -> None:
         waiter = asyncio.ensure_future(coro)
@@ -276,14 +293,23 @@ class Worker:
             ctx = JobContext(msg, span, parent)
             span.set_attribute("messaging.nats.delivery_count", ctx.num_delivered)
             keepalive = asyncio.create_task(self._keep_alive(msg))
+            in_flight = metrics.JOBS_IN_FLIGHT.labels(self.durable, self.subject)
+            in_flight.inc()
+            t0 = time.perf_counter()
+            outcome = "error"
             try:
-                await self._run_handler(ctx, msg, span)
+                outcome = await self._run_handler(ctx, msg, span)
             finally:
+                in_flight.dec()
+                metrics.JOB_SECONDS.labels(self.durable, self.subject).observe(
+                    time.perf_counter() - t0
+                )
+                metrics.JOBS.labels(self.durable, self.subject, outcome).inc()
                 keepalive.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keepalive
 
-    async def _run_handler(self, ctx: JobContext, msg: Msg, span: trace.Span) -> None:
+    async def _run_handler(self, ctx: JobContext, msg: Msg, span: trace.Span) -> str:
         last = ctx.num_delivered >= self.max_deliver
         try:
             await self.handler(ctx)
@@ -291,35 +317,36 @@ class Worker:
             # Stopped mid-job: give it back at once so another replica picks it up.
             span.set_status(trace.Status(trace.StatusCode.ERROR, "cancelled at shutdown"))
             await _quietly(msg.nak())
-            return
+            return "cancelled"
         except PermanentError as err:
             span.record_exception(err)
             span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)))
             await self._dead_letter(ctx, msg, f"permanent: {err}")
-            return
+            return "dead_letter"
         except RetryableError as err:
             span.record_exception(err)
             if last:
                 await self._dead_letter(ctx, msg, self._exhausted(ctx, err))
-            else:
-                await _quietly(msg.nak(delay=err.delay or None))
-            return
+                return "dead_letter"
+            await _quietly(msg.nak(delay=err.delay or None))
+            return "retry"
         except Exception as err:
             span.record_exception(err)
             span.set_status(trace.Status(trace.StatusCode.ERROR, repr(err)))
             if last:
                 await self._dead_letter(ctx, msg, self._exhausted(ctx, err))
-            else:
-                log.warning(
-                    "%s seq %d delivery %d failed: %r",
-                    ctx.subject,
-                    ctx.stream_seq,
-                    ctx.num_delivered,
-                    err,
-                )
-                await _quietly(msg.nak(delay=self._backoff_for(ctx.num_delivered)))
-            return
+                return "dead_letter"
+            log.warning(
+                "%s seq %d delivery %d failed: %r",
+                ctx.subject,
+                ctx.stream_seq,
+                ctx.num_delivered,
+                err,
+            )
+            await _quietly(msg.nak(delay=self._backoff_for(ctx.num_delivered)))
+            return "retry"
         await self._ack(msg, ctx)
+        return "ok"
 
     def _exhausted(self, ctx: JobContext, err: BaseException) -> str:
         return f"failed {ctx.num_delivered} deliveries (max {self.max_deliver}); last: {err!r}"
@@ -379,6 +406,7 @@ class Worker:
             # Whether term removes the message from a work-queue stream depends on the
             # server version; deleting by sequence makes sure (already gone is fine).
             await delete_original(self.bus, ctx.stream, ctx.stream_seq)
+        metrics.DEAD_LETTERS.labels(ctx.subject).inc()
         log.warning("dead-lettered %s seq %d: %s", ctx.subject, ctx.stream_seq, reason)
         if self.on_dead is not None:
             try:

@@ -18,6 +18,7 @@ from services.common.bus import Bus
 from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
 from services.common.outbox import OutboxRelay
+from services.common.shutdown import close_resources
 from services.filter.servicer import FilterServicer
 from services.filter.settings import FilterSettings
 from services.filter.tables import outbox
@@ -119,16 +120,7 @@ async def main() -> None:
         relay = state.get("relay")
         if relay is not None:
             await relay.stop()  # type: ignore[attr-defined]
-        for name in ("erased", "bus"):
-            item = state.get(name)
-            if item is not None:
-                await (item.stop() if name == "erased" else item.close())  # type: ignore[attr-defined]
-        engine = state.get("engine")
-        if engine is not None:
-            await engine.dispose()  # type: ignore[attr-defined]
-        pg = state.get("pg")
-        if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+        await close_resources(state)
 
     host.on_startup(start)
     host.background(run_worker)

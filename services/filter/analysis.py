@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from headshots.v1 import internal_pb2
 from headshots.v1.headshots_pb2 import PhotoFinding
@@ -32,7 +31,6 @@ from services.filter.duplicates import (
 )
 from services.filter.face_stack import FaceStack, SelfieCheck
 from services.filter.identity import (
-    THRESHOLDS_FILE,
     IdentityModel,
     different_person,
     distance_to_centre,
@@ -41,6 +39,7 @@ from services.filter.identity import (
 )
 from services.filter.identity_align import align_chip
 from services.filter.image_io import DecodeLimits, ImageError, decode_image
+from services.filter.thresholds import load_section
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +75,7 @@ class SelfieThresholds:
 
     @classmethod
     def load(cls, path: Path | None = None) -> SelfieThresholds:
-        data = yaml.safe_load((path or THRESHOLDS_FILE).read_text()) or {}
-        section: dict[str, Any] = data.get("selfies") or {}
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown selfies settings in thresholds.yaml: {sorted(unknown)}")
-        return cls(**{k: type(getattr(cls(), k))(v) for k, v in section.items()})
+        return load_section(cls, "selfies", path)
 
 
 @dataclass

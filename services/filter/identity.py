@@ -30,10 +30,11 @@ import numpy as np
 import onnxruntime as ort
 import yaml
 
+from services.filter.thresholds import THRESHOLDS_FILE
+
 FILE = "descriptor.onnx"
 CHIP_SIZE = 150
 DIM = 128
-THRESHOLDS_FILE = Path(__file__).with_name("thresholds.yaml")
 
 
 class IdentityError(ValueError):

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from services.filter.face_stack import FaceStack, Hand
-from services.filter.identity import THRESHOLDS_FILE, IdentityModel, likeness_to
+from services.filter.identity import IdentityModel, likeness_to
 from services.filter.identity_align import align_chip
 from services.filter.image_io import ImageError, decode_image
 from services.filter.quality import exposure, head_pose, sharpness
 from services.filter.selection import SelectionConfig
+from services.filter.thresholds import load_section
 from services.filter.worker import CandidateVerdict
 
 # MediaPipe's 21-point hand: wrist 0, then four points per finger from thumb to pinky.
@@ -64,12 +64,7 @@ class CandidateThresholds:
 
     @classmethod
     def load(cls, path: Path | None = None) -> CandidateThresholds:
-        data = yaml.safe_load((path or THRESHOLDS_FILE).read_text()) or {}
-        section: dict[str, Any] = data.get("candidates") or {}
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown candidates settings in thresholds.yaml: {sorted(unknown)}")
-        return cls(**{k: type(getattr(cls(), k))(v) for k, v in section.items()})
+        return load_section(cls, "candidates", path)
 
 
 def hand_score(hand: Hand, t: CandidateThresholds) -> float:

@@ -27,12 +27,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-import yaml
 
-from services.filter.identity import THRESHOLDS_FILE
+from services.filter.thresholds import load_section
 
 
 class Scored(Protocol):
@@ -71,14 +70,7 @@ class SelectionConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> SelectionConfig:
-        data = yaml.safe_load((path or THRESHOLDS_FILE).read_text()) or {}
-        section: dict[str, Any] = data.get("selection") or {}
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"unknown selection settings in thresholds.yaml: {sorted(unknown)}")
-        kwargs = {k: type(getattr(cls(), k))(v) for k, v in section.items()}
-        return cls(**kwargs)
+        return load_section(cls, "selection", path)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
+from services.common import metrics
 from services.common.bus import JobContext
 from services.gateway import orders as om
 from services.gateway.orders import Outgoing
@@ -89,6 +90,11 @@ class Orchestrator:
                     if fresh is None:
                         return False
                     await self._dispatch(conn, row, subject, event)
+                if event.model_seconds > 0:
+                    # Counted once per event (processed_events deduplicates): seconds spent
+                    # inside model calls on the worker's device, GPU or CPU.
+                    stage = pb.Stage.Name(event.stage).removeprefix("STAGE_").lower()
+                    metrics.GPU_SECONDS.labels(stage).inc(event.model_seconds)
                 return True
             except Conflict:
                 continue

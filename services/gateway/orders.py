@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
+from services.common import metrics
 from services.common.db import compare_and_set
 from services.common.errors import ApiError
 from services.gateway.tables import order_changes, orders, outbox
@@ -233,6 +234,12 @@ async def apply(
     assert fresh is not None
     await record_change(conn, fresh)
     if state is not None and state != old:
+        # Observed before commit: a transaction that then rolls back is rare (CAS already
+        # won) and would count one extra sample, which a histogram tolerates.
+        spent = (fresh.updated_at - row.updated_at).total_seconds()
+        metrics.ORDER_STAGE_SECONDS.labels(state_name(old).lower()).observe(max(spent, 0.0))
+        if state in FINAL:
+            metrics.ORDERS.labels(state_name(state).lower()).inc()
         await enqueue(conn, fresh.tenant_id, fresh.order_id, lifecycle_message(fresh, state))
     for msg in messages:
         await enqueue(conn, fresh.tenant_id, fresh.order_id, msg)

@@ -17,6 +17,7 @@ from services.common.blobs import open_blob_store
 from services.common.bus import Bus
 from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
+from services.common.shutdown import close_resources
 from services.generator.servicer import SERVICE_NAME, GeneratorServicer
 from services.generator.settings import GeneratorSettings
 from services.generator.styles import StyleCatalogue, load_catalogue
@@ -73,18 +74,7 @@ async def main() -> None:
         worker = state.get("worker")
         if worker is not None:
             await worker.stop(drain=True, grace=settings.shutdown_grace_seconds - 2)  # type: ignore[attr-defined]
-        erased = state.get("erased")
-        if erased is not None:
-            await erased.stop()  # type: ignore[attr-defined]
-        bus = state.get("bus")
-        if bus is not None:
-            await bus.close()  # type: ignore[attr-defined]
-        engine = state.get("engine")
-        if engine is not None:
-            await engine.dispose()  # type: ignore[attr-defined]
-        pg = state.get("pg")
-        if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+        await close_resources(state)
 
     host.on_startup(start)
     host.background(run_worker)

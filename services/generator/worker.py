@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headshots.v1 import headshots_pb2, jobs_pb2
+from services.common import metrics
 from services.common.blobs import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
 from services.common.bus import Bus, JobContext, PermanentError
 from services.common.cancellation import ErasedOrders
@@ -226,6 +227,10 @@ class GeneratorWorker:
                         [i.seed for i in missing],
                     )
                     model_s += time.perf_counter() - t0
+                    metrics.MODEL_SECONDS.labels("generator", "diffusion").inc(
+                        time.perf_counter() - t0
+                    )
+                    metrics.IMAGES.labels("generator", "rendered").inc(len(missing))
                 eta.add(len(batch.images), bool(missing), time.perf_counter() - t0)
                 if self.after_batch is not None:
                     await self.after_batch(batch.number)

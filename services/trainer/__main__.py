@@ -15,6 +15,7 @@ from services.common.blobs import open_blob_store
 from services.common.bus import Bus
 from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
+from services.common.shutdown import close_resources
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger("services.trainer")
@@ -68,18 +69,7 @@ async def main() -> None:
         if worker is not None:
             grace = max(1.0, settings.shutdown_grace_seconds - 2)
             await worker.stop(drain=True, grace=grace)  # type: ignore[attr-defined]
-        erased = state.get("erased")
-        if erased is not None:
-            await erased.stop()  # type: ignore[attr-defined]
-        bus = state.get("bus")
-        if bus is not None:
-            await bus.close()  # type: ignore[attr-defined]
-        engine = state.get("engine")
-        if engine is not None:
-            await engine.dispose()  # type: ignore[attr-defined]
-        pg = state.get("pg")
-        if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+        await close_resources(state)
 
     host.on_startup(start)
     host.background(run_worker)

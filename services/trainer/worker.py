@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headshots.v1 import headshots_pb2, jobs_pb2
+from services.common import metrics
 from services.common.blobs import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
 from services.common.bus import Bus, JobContext, PermanentError
 from services.common.cancellation import ErasedOrders
@@ -195,6 +196,10 @@ class TrainerWorker:
             )
         except TrainingInterrupted as stop:
             if self._erased(job):
+                log.info(
+                    "training abandoned: order erased",
+                    extra={"fields": {"job": job.job_id, "step": stop.step}},
+                )
                 return
             log.info(
                 "training handed back", extra={"fields": {"job": job.job_id, "step": stop.step}}
@@ -208,6 +213,7 @@ class TrainerWorker:
         await self.blobs.put(adapter_key, outcome.adapter, "application/octet-stream")
         meta = adapter_metadata(outcome.adapter)
         meta["headshots.model_seconds"] = f"{time.perf_counter() - t0:.3f}"
+        metrics.MODEL_SECONDS.labels("trainer", "lora").inc(time.perf_counter() - t0)
         resumed = f"resumed from step {outcome.resumed_from}" if outcome.resumed_from else ""
         await self._publish_completed(job, adapter_key, meta, resumed=resumed)
         # The state is not needed any more (and holds what was learnt from the photos).
