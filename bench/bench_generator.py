@@ -314,12 +314,22 @@ def bench_cpu() -> dict[str, Any]:
                 flush=True,
             )
             del warm
+    summary: dict[str, float] = {}
+    for r in rows:
+        m = r["model"]
+        summary |= {
+            f"{m}_batched_img_s": r["batched_img_s"],
+            f"{m}_batched_over_single": r["batched_over_single"],
+            f"{m}_swap_ms": r["swap_ms_median"],
+            f"{m}_preview_2img_s": r["preview_2img_s_median"],
+        }
     return {
         "device": "cpu",
         "cpu_threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "torch": torch.__version__,
         "rows": rows,
+        "summary": summary,
     }
 
 
