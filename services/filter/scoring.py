@@ -118,7 +118,11 @@ class CandidateScorer:
                 verdicts[i] = CandidateVerdict(scores={"quality": 0.0}, reasons=[err.code])
         arrays = [a for _, a in decoded]
         faces = self.stack.detect(arrays) if arrays else []
-        hands = self.stack.hands_batch(arrays) if arrays else []
+        # Every palm the detector finds, with the landmark model's presence unfiltered: a
+        # palm it is sure of that the landmark model rejects is the mangled-hand signal
+        # (FaceStack.hands_batch keeps only the well-formed ones, for selfies).
+        self.stack.hand_detector.palm_threshold = self.stack.thresholds.palm_score
+        hands = self.stack.hand_detector.detect(arrays) if arrays else []
         chips: list[np.ndarray] = []
         chip_of: list[int] = []
         for (i, image), found, hs in zip(decoded, faces, hands, strict=True):
