@@ -31,9 +31,7 @@ def slow_training_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     """Training long enough (thousands of steps) that the erasure lands mid-job."""
     require_models()
     stack = make_stack(tmp_path_factory.mktemp("e2e-erasure"))
-    stack.service_env["trainer"].update(
-        HS_TRAINER_STEPS="5000", HS_TRAINER_VALIDATION_EVERY="2500"
-    )
+    stack.service_env["trainer"].update(HS_TRAINER_STEPS="5000", HS_TRAINER_VALIDATION_EVERY="2500")
     try:
         stack.start(timeout=300)
         yield stack
@@ -77,9 +75,9 @@ async def test_erasing_an_order_while_it_trains(gateway: Gateway, obama_photos: 
 
     # The trainer notices within seconds and writes nothing more.
     trainer_log = stack.procs["trainer"].log_path
-    assert wait_for(
-        lambda: "training abandoned: order erased" in trainer_log.read_text(), 30
-    ), logs(stack)
+    assert wait_for(lambda: "training abandoned: order erased" in trainer_log.read_text(), 30), (
+        logs(stack)
+    )
     await asyncio.sleep(3)  # anything the trainer would still write would be there by now
     assert order_files(stack, order_id) == []
 
