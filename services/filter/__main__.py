@@ -12,13 +12,9 @@ import asyncio
 import logging
 
 from headshots.v1 import internal_pb2_grpc, jobs_pb2
-from services.common import db
-from services.common.blobs import open_blob_store
-from services.common.bus import Bus
-from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
 from services.common.outbox import OutboxRelay
-from services.common.shutdown import close_resources
+from services.common.worker_resources import close_resources, open_worker_resources
 from services.filter.servicer import FilterServicer
 from services.filter.settings import FilterSettings
 from services.filter.tables import outbox
@@ -70,33 +66,22 @@ async def main() -> None:
         deferred.analyzer = analyzer
         selection = SelectionConfig.load(settings.thresholds_file)
 
-        url, pg = await db.database_url(settings)
-        state["pg"] = pg
-        await db.migrate(url, "keyring")
-        await db.migrate(url, "filter")
-        engine = db.create_engine(url)
-        state["engine"] = engine
-        blobs = open_blob_store(settings, engine=engine)
-        bus = await Bus.connect(settings.nats_url, "filter")
-        await bus.ensure_streams(replicas=settings.jetstream_replicas)
-        state["bus"] = bus
-        erased = ErasedOrders(bus)
-        await erased.start()
-        state["erased"] = erased
+        res = await open_worker_resources(settings, "filter", state, schemas=["filter"])
+        assert res.engine is not None
         worker = FilterWorker(
-            engine,
-            blobs,
-            bus,
+            res.engine,
+            res.blobs,
+            res.bus,
             scorer,
             lambda picks, n: select_results(picks, n, selection),
-            erased=erased,
+            erased=res.erased,
             batch=settings.score_batch,
         )
 
         async def on_dead(dead: jobs_pb2.DeadLetter) -> None:
             await worker.fail_order(dead)
 
-        state["worker"] = bus.worker(
+        state["worker"] = res.bus.worker(
             SUBJECT,
             DURABLE,
             worker.handle,
@@ -105,7 +90,7 @@ async def main() -> None:
             concurrency=settings.concurrency,
             on_dead=on_dead,
         )
-        state["relay"] = OutboxRelay(engine, outbox, bus)
+        state["relay"] = OutboxRelay(res.engine, outbox, res.bus)
 
     async def run_worker() -> None:
         await state["worker"].run()  # type: ignore[attr-defined]

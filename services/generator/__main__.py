@@ -13,11 +13,8 @@ import logging
 import os
 
 from headshots.v1 import internal_pb2_grpc
-from services.common.blobs import open_blob_store
-from services.common.bus import Bus
-from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
-from services.common.shutdown import close_resources
+from services.common.worker_resources import close_resources, open_worker_resources
 from services.generator.servicer import SERVICE_NAME, GeneratorServicer
 from services.generator.settings import GeneratorSettings
 from services.generator.styles import StyleCatalogue, load_catalogue
@@ -48,22 +45,9 @@ async def main() -> None:
         from services.generator.worker import GeneratorWorker
 
         pipeline = await asyncio.to_thread(WarmPipeline.load, settings)
-        engine = None
-        if settings.master_key is not None:
-            from services.common import db
-
-            url, pg = await db.database_url(settings)
-            state["pg"] = pg
-            await db.migrate(url, "keyring")
-            engine = db.create_engine(url)
-            state["engine"] = engine
-        blobs = open_blob_store(settings, engine=engine)
-        bus = await Bus.connect(settings.nats_url, "generator")
-        await bus.ensure_streams(replicas=settings.jetstream_replicas)
-        erased = ErasedOrders(bus)
-        await erased.start()
-        gen = GeneratorWorker(settings, pipeline, blobs, bus, catalogue, erased=erased)
-        state.update(bus=bus, erased=erased, worker=gen.worker())
+        res = await open_worker_resources(settings, "generator", state)
+        gen = GeneratorWorker(settings, pipeline, res.blobs, res.bus, catalogue, erased=res.erased)
+        state.update(worker=gen.worker())
         servicer.previewer = Previewer(settings, pipeline, catalogue)
 
     async def run_worker() -> None:

@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.blobs import open_blob_store
-from services.common.bus import Bus
-from services.common.cancellation import ErasedOrders
 from services.common.grpcserver import ServiceHost, run_service
-from services.common.shutdown import close_resources
+from services.common.worker_resources import close_resources, open_worker_resources
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger("services.trainer")
@@ -38,24 +35,11 @@ async def main() -> None:
         base = settings.base_model_path()
         if not (base / "model_index.json").is_file():
             raise FileNotFoundError(f"base model {base} is not a diffusers folder (make models)")
-        engine = None
-        if settings.master_key is not None:
-            from services.common import db
-
-            url, pg = await db.database_url(settings)
-            state["pg"] = pg
-            await db.migrate(url, "keyring")
-            engine = db.create_engine(url)
-            state["engine"] = engine
-        blobs = open_blob_store(settings, engine=engine)
-        bus = await Bus.connect(settings.nats_url, "trainer")
-        await bus.ensure_streams(replicas=settings.jetstream_replicas)
-        erased = ErasedOrders(bus)
-        await erased.start()
-        trainer = TrainerWorker(settings, blobs, bus, erased=erased)
+        res = await open_worker_resources(settings, "trainer", state)
+        trainer = TrainerWorker(settings, res.blobs, res.bus, erased=res.erased)
         # Load the face stack now rather than inside the first job.
         await asyncio.to_thread(trainer._load_face_models)
-        state.update(bus=bus, erased=erased, trainer=trainer, worker=trainer.worker())
+        state.update(trainer=trainer, worker=trainer.worker())
 
     async def run_worker() -> None:
         worker = state["worker"]
