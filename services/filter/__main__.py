@@ -9,7 +9,6 @@ batch in hand or hands it back; scores already written are not recomputed on red
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from headshots.v1 import internal_pb2_grpc, jobs_pb2
 from services.common.grpcserver import ServiceHost, run_service
@@ -19,23 +18,9 @@ from services.filter.servicer import FilterServicer
 from services.filter.settings import FilterSettings
 from services.filter.tables import outbox
 
-log = logging.getLogger("services.filter")
-
 SUBJECT = "jobs.filter"
 DURABLE = "filter"
 SERVICE_NAME = "headshots.v1.FilterService"
-
-
-class _Deferred:
-    """Holds the analyzer until the models are loaded; the port answers UNAVAILABLE
-    through health until then, so nobody calls it early."""
-
-    analyzer: object | None = None
-
-    def analyze(self, items: object) -> object:
-        if self.analyzer is None:
-            raise RuntimeError("face models are still loading")
-        return self.analyzer.analyze(items)  # type: ignore[attr-defined]
 
 
 async def main() -> None:
@@ -43,12 +28,8 @@ async def main() -> None:
     if settings.grpc_port == 0:
         settings.grpc_port = 50053
     host = ServiceHost(settings)
-    deferred = _Deferred()
-    host.add(
-        internal_pb2_grpc.add_FilterServiceServicer_to_server,
-        FilterServicer(deferred),
-        SERVICE_NAME,
-    )
+    servicer = FilterServicer()
+    host.add(internal_pb2_grpc.add_FilterServiceServicer_to_server, servicer, SERVICE_NAME)
     state: dict[str, object] = {}
 
     async def start() -> None:
@@ -63,7 +44,7 @@ async def main() -> None:
         )
         # One set of ONNX sessions for both paths: they are thread-safe for run().
         scorer = CandidateScorer(analyzer.stack, analyzer.identity)
-        deferred.analyzer = analyzer
+        servicer.analyzer = analyzer
         selection = SelectionConfig.load(settings.thresholds_file)
 
         res = await open_worker_resources(settings, "filter", state, schemas=["filter"])

@@ -14,9 +14,8 @@ reported and change nothing. Every finding has a stable code and a sentence for 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,6 @@ from services.filter.identity import (
 from services.filter.identity_align import align_chip
 from services.filter.image_io import DecodeLimits, ImageError, decode_image
 from services.filter.thresholds import load_section
-
-log = logging.getLogger(__name__)
 
 # Sentences for the reason codes of FaceStack.check_selfie and of this module.
 MESSAGES = {
@@ -83,26 +80,23 @@ class _Photo:
     photo_id: str
     out: internal_pb2.SelfieAnalysis
     image: np.ndarray | None = None
-    check: SelfieCheck | None = None
     chip: np.ndarray | None = None
     embedding: np.ndarray | None = None
-    codes: list[str] = field(default_factory=list)
 
-    def add(self, code: str, message: str | None = None) -> None:
-        if code in self.codes:
+    def add(self, code: str, message: str | None = None, *, blocking: bool | None = None) -> None:
+        if any(f.code == code for f in self.out.findings):
             return
-        self.codes.append(code)
         self.out.findings.append(
             PhotoFinding(
                 code=code,
                 message=message or MESSAGES.get(code, code),
-                blocking=code not in ADVISORY,
+                blocking=code not in ADVISORY if blocking is None else blocking,
             )
         )
 
     @property
     def usable(self) -> bool:
-        return self.image is not None and not [c for c in self.codes if c not in ADVISORY]
+        return self.image is not None and not any(f.blocking for f in self.out.findings)
 
 
 class SelfieAnalyzer:
@@ -164,7 +158,6 @@ class SelfieAnalyzer:
     def _check_photo(self, p: _Photo, faces: list[Any]) -> None:
         assert p.image is not None
         check = self.stack.check_selfie(p.image, faces)
-        p.check = check
         for f in check.faces:
             x1, y1, x2, y2 = (float(v) for v in f.box)
             p.out.faces.add(
@@ -214,13 +207,12 @@ class SelfieAnalyzer:
 
     def _judge_set(self, photos: list[_Photo], out: internal_pb2.SetAnalysis) -> None:
         candidates = [p for p in photos if p.usable and p.embedding is not None]
-        emb = (
-            np.stack([p.embedding for p in candidates])
-            if candidates
-            else np.zeros((0, 128), np.float32)
-        )
         # Identity first: a duplicate of a stranger is reported as the stranger.
-        odd = set(different_person(emb, config=self.id_cfg)) if len(candidates) >= 2 else set()
+        odd = (
+            set(different_person(np.stack([p.embedding for p in candidates]), config=self.id_cfg))
+            if len(candidates) >= 2
+            else set()
+        )
         # With two photos there is no majority to side with: both are reported, neither is
         # refused (the person fixes it by uploading more).
         blocking_odd = len(candidates) >= 3
@@ -229,12 +221,8 @@ class SelfieAnalyzer:
             if blocking_odd:
                 p.add("DIFFERENT_PERSON")
             else:
-                p.out.findings.append(
-                    PhotoFinding(
-                        code="DIFFERENT_PERSON",
-                        message="the two photos do not look like one person",
-                        blocking=False,
-                    )
+                p.add(
+                    "DIFFERENT_PERSON", "the two photos do not look like one person", blocking=False
                 )
             out.different_person.append(p.photo_id)
         same = [p for i, p in enumerate(candidates) if i not in odd or not blocking_odd]
@@ -263,10 +251,6 @@ class SelfieAnalyzer:
             for p in photos:
                 if p.embedding is not None:
                     p.out.identity_distance = float(distance_to_centre(p.embedding, centre)[0])
-        elif len(emb):
-            centre = identity_centre(emb)
-            for p in candidates:
-                p.out.identity_distance = float(distance_to_centre(p.embedding, centre)[0])
         self._variety(usable, out)
 
     def _variety(self, usable: list[_Photo], out: internal_pb2.SetAnalysis) -> None:

@@ -26,7 +26,16 @@ from services.filter.hands import Hand, HandDetector
 from services.filter.onnx_runtime import create_session
 from services.filter.quality import align_chip, exposure, head_pose, sharpness
 
-__all__ = ["Face", "FaceStack", "Hand", "Mesh", "SelfieCheck", "Thresholds", "align_chip"]
+__all__ = [
+    "Face",
+    "FaceChecks",
+    "FaceStack",
+    "Hand",
+    "Mesh",
+    "SelfieCheck",
+    "Thresholds",
+    "align_chip",
+]
 
 MODEL_FILES = {
     "centerface": "centerface.onnx",
@@ -76,6 +85,41 @@ class SelfieCheck:
     @property
     def usable(self) -> bool:
         return not [r for r in self.reasons if r not in self.ADVISORY]
+
+
+@dataclass(frozen=True)
+class FaceChecks:
+    """The rules on one detected face that selfies and generated candidates share.
+
+    Each caller adds its own size rule (pixels for a selfie, a share of the frame for a
+    headshot) and, for candidates, DISTORTED_FACE; `reasons` keeps one order for both.
+    """
+
+    mesh: Mesh
+    sharpness: float
+    multiple_faces: bool
+    no_face: bool  # the landmark model does not see a face where the detector did
+    partial: bool
+    blurred: bool
+    eyes: str | None  # EYES_CLOSED, EYES_INCONSISTENT or None
+
+    def reasons(self, *, too_small: bool, distorted: bool = False) -> list[str]:
+        out = []
+        if self.multiple_faces:
+            out.append("MULTIPLE_FACES")
+        if self.no_face:
+            out.append("NO_FACE")
+        elif distorted:
+            out.append("DISTORTED_FACE")
+        if self.partial:
+            out.append("PARTIAL_FACE")
+        if too_small:
+            out.append("FACE_TOO_SMALL")
+        if self.blurred:
+            out.append("BLURRED")
+        if self.eyes:
+            out.append(self.eyes)
+        return out
 
 
 class FaceStack:
@@ -144,28 +188,38 @@ class FaceStack:
             check.reasons.append("NO_FACE")
             return check
         main = faces[0]
-        # A second face at least half the size of the main one is another person.
-        if any(f.width * f.height >= 0.25 * main.width * main.height for f in faces[1:]):
-            check.reasons.append("MULTIPLE_FACES")
-        mesh = self.landmarks(image, main)
-        check.mesh = mesh
-        check.sharpness = sharpness(image, main.landmarks)
+        face = self.check_face(image, faces)
+        check.mesh = face.mesh
+        check.sharpness = face.sharpness
         check.exposure = exposure(image, main.landmarks)
-        check.pose = head_pose(mesh)
-        if mesh.presence < t.min_mesh_presence:
-            check.reasons.append("NO_FACE")
-        if mesh.outside_fraction > t.max_outside or main.visible < 0.98:
-            check.reasons.append("PARTIAL_FACE")
-        if main.interocular < t.min_interocular_px:
-            check.reasons.append("FACE_TOO_SMALL")
-        if check.sharpness < t.min_sharpness:
-            check.reasons.append("BLURRED")
-        eyes = (mesh.eye_image_left.openness, mesh.eye_image_right.openness)
-        if min(eyes) < t.min_eye_openness:
-            check.reasons.append("EYES_CLOSED")
+        check.pose = head_pose(face.mesh)
+        check.reasons += face.reasons(too_small=main.interocular < t.min_interocular_px)
+        return check
+
+    def check_face(self, image: np.ndarray, faces: Sequence[Face]) -> FaceChecks:
+        """The shared rules on `faces[0]` (faces already filtered by score, main first)."""
+        t = self.thresholds
+        main = faces[0]
+        mesh = self.landmarks(image, main)
+        sharp = sharpness(image, main.landmarks)
+        left, right = mesh.eye_image_left, mesh.eye_image_right
+        eyes = None
+        if min(left.openness, right.openness) < t.min_eye_openness:
+            eyes = "EYES_CLOSED"
         elif (
-            min(mesh.eye_image_left.width, mesh.eye_image_right.width) >= t.min_eye_width_px
+            min(left.width, right.width) >= t.min_eye_width_px
             and mesh.gaze_disagreement > t.max_gaze_disagreement
         ):
-            check.reasons.append("EYES_INCONSISTENT")
-        return check
+            eyes = "EYES_INCONSISTENT"
+        return FaceChecks(
+            mesh=mesh,
+            sharpness=sharp,
+            # A second face at least half the size of the main one is another person.
+            multiple_faces=any(
+                f.width * f.height >= 0.25 * main.width * main.height for f in faces[1:]
+            ),
+            no_face=mesh.presence < t.min_mesh_presence,
+            partial=mesh.outside_fraction > t.max_outside or main.visible < 0.98,
+            blurred=sharp < t.min_sharpness,
+            eyes=eyes,
+        )

@@ -5,7 +5,8 @@ For each image (the `jobs.filter` worker sends batches of up to `score_batch`):
 - NO_FACE: no detection over `min_face_score`, or the landmark model does not see a face;
 - MULTIPLE_FACES: a second face at least half the main one's size (a stranger in the shot);
 - PARTIAL_FACE: the face runs off the frame; FACE_TOO_SMALL: not a headshot;
-- BLURRED: Laplacian variance of the face chip under the selfie gate's minimum;
+- BLURRED: Laplacian variance of the face chip under the selfie gate's minimum (the
+  same rule: FaceStack.check_face);
 - DISTORTED_FACE: the mesh's face presence is low, or one eye is malformed relative to the
   other beyond what the head turn explains (melted features, mismatched eyes);
 - EYES_INCONSISTENT ("drifting eyes"): the irises sit differently in their eyes;
@@ -35,7 +36,7 @@ from services.filter.face_stack import FaceStack, Hand
 from services.filter.identity import IdentityModel, likeness_to
 from services.filter.identity_align import align_chip
 from services.filter.image_io import ImageError, decode_image
-from services.filter.quality import exposure, head_pose, sharpness
+from services.filter.quality import head_pose
 from services.filter.selection import SelectionConfig
 from services.filter.thresholds import load_section
 from services.filter.worker import CandidateVerdict
@@ -49,7 +50,6 @@ WRIST, MIDDLE_MCP = 0, 9
 class CandidateThresholds:
     min_face_score: float = 0.5
     min_interocular_share: float = 0.06
-    min_sharpness: float = 15.0
     sharpness_full: float = 200.0
     min_face_geometry: float = 0.5
     min_eye_width_ratio: float = 0.35
@@ -94,17 +94,6 @@ class CandidateScorer:
         self.identity = identity
         self.t = thresholds or CandidateThresholds.load()
         self.sel = selection or SelectionConfig.load()
-
-    @classmethod
-    def load(
-        cls, models_dir: Path, *, intra_op_threads: int = 0, prefer_gpu: bool = True
-    ) -> CandidateScorer:
-        return cls(
-            FaceStack.load(models_dir, intra_op_threads=intra_op_threads, prefer_gpu=prefer_gpu),
-            IdentityModel.load(
-                models_dir, intra_op_threads=intra_op_threads, prefer_gpu=prefer_gpu
-            ),
-        )
 
     def score(
         self, images: Sequence[bytes], reference: np.ndarray | None
@@ -164,11 +153,9 @@ class CandidateScorer:
             scores["likeness"] = 0.0
             return CandidateVerdict(scores=scores, reasons=["NO_FACE", *reasons]), None
         main = faces[0]
-        if any(f.width * f.height >= 0.25 * main.width * main.height for f in faces[1:]):
-            reasons.append("MULTIPLE_FACES")
-        mesh = self.stack.landmarks(image, main)
+        face = self.stack.check_face(image, faces)
+        mesh = face.mesh
         yaw, pitch, _roll = head_pose(mesh)
-        sharp = sharpness(image, main.landmarks)
         left, right = mesh.eye_image_left, mesh.eye_image_right
         wide = max(left.width, right.width)
         eye_ratio = min(left.width, right.width) / wide if wide > 0 else 0.0
@@ -177,7 +164,7 @@ class CandidateScorer:
         )
         st = self.stack.thresholds
         eyes = float(np.clip(1.0 - mesh.gaze_disagreement / (2 * st.max_gaze_disagreement), 0, 1))
-        sharp_part = min(1.0, math.log1p(sharp) / math.log1p(t.sharpness_full))
+        sharp_part = min(1.0, math.log1p(face.sharpness) / math.log1p(t.sharpness_full))
         scores.update(
             sharpness=sharp_part,
             eye_consistency=eyes,
@@ -185,22 +172,10 @@ class CandidateScorer:
             yaw=yaw,
             pitch=pitch,
         )
-        if mesh.presence < st.min_mesh_presence:
-            reasons.append("NO_FACE")
-        elif geometry < t.min_face_geometry or eye_ratio < t.min_eye_width_ratio:
-            reasons.append("DISTORTED_FACE")
-        if mesh.outside_fraction > st.max_outside or main.visible < 0.98:
-            reasons.append("PARTIAL_FACE")
-        if main.interocular < t.min_interocular_share * min(image.shape[:2]):
-            reasons.append("FACE_TOO_SMALL")
-        if sharp < t.min_sharpness:
-            reasons.append("BLURRED")
-        if min(left.openness, right.openness) < st.min_eye_openness:
-            reasons.append("EYES_CLOSED")
-        elif min(left.width, right.width) >= st.min_eye_width_px and (
-            mesh.gaze_disagreement > st.max_gaze_disagreement
-        ):
-            reasons.append("EYES_INCONSISTENT")
+        reasons += face.reasons(
+            too_small=main.interocular < t.min_interocular_share * min(image.shape[:2]),
+            distorted=geometry < t.min_face_geometry or eye_ratio < t.min_eye_width_ratio,
+        )
         quality = hand_part * (
             t.weight_sharpness * sharp_part
             + t.weight_face * best
@@ -208,7 +183,6 @@ class CandidateScorer:
             + t.weight_geometry * geometry
         )
         scores["quality"] = float(quality)
-        scores["exposure"] = exposure(image, main.landmarks)
         if quality < self.sel.min_quality:
             reasons.append("LOW_QUALITY")
         return CandidateVerdict(scores=scores, reasons=reasons), align_chip(image, main.landmarks)

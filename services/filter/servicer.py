@@ -16,8 +16,9 @@ MAX_BYTES = 30 * 1024 * 1024
 
 
 class FilterServicer(internal_pb2_grpc.FilterServiceServicer):
-    def __init__(self, analyzer: object) -> None:
-        # services.filter.analysis.SelfieAnalyzer: .analyze(list[(id, bytes)]) -> response
+    def __init__(self, analyzer: object | None = None) -> None:
+        # services.filter.analysis.SelfieAnalyzer: .analyze(list[(id, bytes)]) -> response.
+        # None while the service loads its models (health is NOT_SERVING until then).
         self.analyzer = analyzer
         # ONNX sessions use every core they are given; one analysis at a time keeps latency flat.
         self._lock = asyncio.Lock()
@@ -25,6 +26,8 @@ class FilterServicer(internal_pb2_grpc.FilterServiceServicer):
     async def AnalyzeSelfies(
         self, request: internal_pb2.AnalyzeSelfiesRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb2.AnalyzeSelfiesResponse:
+        if self.analyzer is None:
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, "the face models are still loading")
         if not request.photos:
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT,
