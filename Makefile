@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 MODELS_DIR ?= var/models
-PHOTOS ?= ../shared/fixtures/faces/obama
+PHOTOS ?= tests/fixtures/faces/obama
 export HF_HUB_OFFLINE := 1
 export XDG_RUNTIME_DIR ?= /tmp/headshots-runtime-$(shell id -u)
 

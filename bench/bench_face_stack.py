@@ -36,7 +36,7 @@ from services.filter.image_io import decode_image
 from services.filter.scoring import CandidateScorer
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "faces"
+FIXTURES = ROOT / "tests" / "fixtures" / "faces"
 MODELS = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models")) / "face"
 RESULTS = ROOT / "bench" / "results"
 SIZE = 512

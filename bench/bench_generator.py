@@ -35,7 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-FACES = (ROOT.parent / "shared" / "fixtures" / "faces").resolve()
+FACES = (ROOT / "tests" / "fixtures" / "faces").resolve()
 
 # ---- GPU: real UNet configs (values of the published config.json files) --------------------
 

@@ -36,7 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-FACES = (ROOT.parent / "shared" / "fixtures" / "faces").resolve()
+FACES = (ROOT / "tests" / "fixtures" / "faces").resolve()
 MODELS = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models"))
 
 # ---- GPU: real UNet configs (values of the published unet/config.json files) ----------------

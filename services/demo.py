@@ -40,7 +40,7 @@ from services.common.errors import details_of, status_of
 from services.gateway import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PHOTOS = (ROOT.parent / "shared" / "fixtures" / "faces" / "obama").resolve()
+DEFAULT_PHOTOS = (ROOT / "tests" / "fixtures" / "faces" / "obama").resolve()
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 # gRPC caps a message at 4 MiB by default; 1 MiB chunks stay well inside it.
 CHUNK_BYTES = 1024 * 1024

