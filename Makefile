@@ -66,10 +66,10 @@ test: setup models deploy-tools
 	$(call pytest,tests -q -p no:cacheprovider --durations=15)
 
 stack: models
-	$(PYTHON) -m services.stack
+	$(PYTHON) -m devstack.stack
 
 demo: models
-	$(PYTHON) -m services.demo --photos "$(PHOTOS)" $(if $(BASE_MODEL),--base-model "$(BASE_MODEL)")
+	$(PYTHON) -m devstack.demo --photos "$(PHOTOS)" $(if $(BASE_MODEL),--base-model "$(BASE_MODEL)")
 
 bench: models
 	$(PYTHON) -m bench.run_all

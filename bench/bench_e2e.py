@@ -38,8 +38,7 @@ if str(ROOT) not in sys.path:
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from headshots.v1 import headshots_pb2 as pb  # noqa: E402
-from services.demo import (  # noqa: E402
+from devstack.demo import (  # noqa: E402
     ADMIN_TOKEN_ENV,
     DEFAULT_PHOTOS,
     DEMO_MIN_PHOTOS,
@@ -50,7 +49,8 @@ from services.demo import (  # noqa: E402
     photo_files,
     state_name,
 )
-from services.stack import Stack  # noqa: E402
+from devstack.stack import Stack  # noqa: E402
+from headshots.v1 import headshots_pb2 as pb  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 STAGES = ("QUEUED", "TRAINING", "GENERATING", "FILTERING")

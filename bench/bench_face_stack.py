@@ -28,11 +28,11 @@ import onnxruntime as ort
 from PIL import Image
 
 from models.face_stack.build import build
+from services.faces.face_stack import FaceStack
+from services.faces.geometry import resize
+from services.faces.identity import IdentityModel
+from services.faces.image_io import decode_image
 from services.filter.analysis import SelfieAnalyzer
-from services.filter.face_stack import FaceStack
-from services.filter.geometry import resize
-from services.filter.identity import IdentityModel
-from services.filter.image_io import decode_image
 from services.filter.scoring import CandidateScorer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -213,7 +213,7 @@ CPU_MODELS: dict[str, dict[str, Any]] = {
 def build_cpu_pipeline(out: Path, unet_channels: tuple[int, ...], sample_size: int) -> Path:
     from diffusers import UNet2DConditionModel
 
-    from tests.integration.generator_models import _build_fallback
+    from tests.support.generator_models import _build_fallback
 
     _build_fallback(out)
     if unet_channels != (32, 64):
@@ -241,8 +241,8 @@ def bench_cpu() -> dict[str, Any]:
     from services.generator.pipeline import WarmPipeline
     from services.generator.preview import Previewer
     from services.generator.settings import GeneratorSettings
-    from services.generator.styles import load_catalogue
-    from tests.integration.generator_models import make_adapter
+    from services.policy.styles import load_catalogue
+    from tests.support.generator_models import make_adapter
 
     selfie = next(iter(sorted((FACES / "obama").glob("*.jp*g")))).read_bytes()
     rows = []

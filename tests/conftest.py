@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.embedded import NatsServer, Postgres
+from devstack.embedded import NatsServer, Postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = (ROOT / "tests" / "fixtures" / "faces").resolve()

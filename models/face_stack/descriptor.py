@@ -345,7 +345,7 @@ def build(out_dir: Path, cache_dir: Path = DEFAULT_CACHE) -> dict[str, Any]:
         "io": onnx_io_spec(path),
         "preprocess": {
             "chip": f"{CHIP_SIZE}x{CHIP_SIZE} RGB uint8 NHWC, cut by "
-            "services/filter/identity_align.py (dlib mean-face template, padding 0.25); "
+            "services/faces/identity_align.py (dlib mean-face template, padding 0.25); "
             "other templates break it",
             "normalise": f"(x - {list(MEAN_RGB)}) / {INPUT_DIVISOR}, inside the graph",
         },

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 
 from headshots.v1 import internal_pb2_grpc, jobs_pb2
-from services.common.grpcserver import ServiceHost, run_service
-from services.common.outbox import OutboxRelay
-from services.common.worker_resources import close_resources, open_worker_resources
+from services.common.bus.consumer import Worker
+from services.common.bus.outbox import OutboxRelay
+from services.common.grpc.server import ServiceHost, run_service
+from services.common.resources import close_resources, open_worker_resources
 from services.filter.servicer import FilterServicer
 from services.filter.settings import FilterSettings
 from services.filter.tables import outbox
@@ -62,7 +63,8 @@ async def main() -> None:
         async def on_dead(dead: jobs_pb2.DeadLetter) -> None:
             await worker.fail_order(dead)
 
-        state["worker"] = res.bus.worker(
+        state["worker"] = Worker(
+            res.bus,
             SUBJECT,
             DURABLE,
             worker.handle,

@@ -23,22 +23,22 @@ import numpy as np
 
 from headshots.v1 import internal_pb2
 from headshots.v1.headshots_pb2 import PhotoFinding
-from services.filter.duplicates import (
+from services.faces.duplicates import (
     duplicates_to_drop,
     load_duplicate_thresholds,
     near_duplicates,
 )
-from services.filter.face_stack import FaceStack, SelfieCheck
-from services.filter.identity import (
+from services.faces.face_stack import FaceStack, SelfieCheck
+from services.faces.identity import (
     IdentityModel,
     different_person,
     distance_to_centre,
     identity_centre,
     load_identity_thresholds,
 )
-from services.filter.identity_align import align_chip
-from services.filter.image_io import DecodeLimits, ImageError, decode_image
-from services.filter.thresholds import load_section
+from services.faces.identity_align import align_chip
+from services.faces.image_io import DecodeLimits, ImageError, decode_image
+from services.faces.thresholds import load_section
 
 # Sentences for the reason codes of FaceStack.check_selfie and of this module.
 MESSAGES = {

@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from services.filter.face_stack import FaceStack, Hand
-from services.filter.identity import IdentityModel, likeness_to
-from services.filter.identity_align import align_chip
-from services.filter.image_io import ImageError, decode_image
-from services.filter.quality import head_pose
+from services.faces.face_stack import FaceStack, Hand
+from services.faces.identity import IdentityModel, likeness_to
+from services.faces.identity_align import align_chip
+from services.faces.image_io import ImageError, decode_image
+from services.faces.quality import head_pose
+from services.faces.thresholds import load_section
 from services.filter.selection import SelectionConfig
-from services.filter.thresholds import load_section
 from services.filter.worker import CandidateVerdict
 
 # MediaPipe's 21-point hand: wrist 0, then four points per finger from thumb to pinky.

@@ -18,7 +18,6 @@
    Top-N by one score would fill the result with 40 near-copies of the best style and
    pose; MMR lets the best of each style/pose in first and still prefers quality within
    them. The order is deterministic: ties break on the result id.
-3. `needs_more`: how many more candidates to generate when too few pass.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from services.filter.thresholds import load_section
+from services.faces.thresholds import load_section
 
 
 class Scored(Protocol):
@@ -63,10 +62,6 @@ class SelectionConfig:
     weight_embedding: float = 0.2
     pose_bin_degrees: float = 15.0
     embedding_distance_scale: float = 0.4
-    needs_more_margin: float = 1.2
-    min_round: int = 16
-    max_rounds: int = 4
-    prior_pass_rate: float = 0.5
 
     @classmethod
     def load(cls, path: Path | None = None) -> SelectionConfig:
@@ -196,39 +191,6 @@ def select_results(
     """The worker's entry point: (ranked result ids, count passing each gate)."""
     s = select(candidates, n, cfg)
     return s.ranked, s.gates
-
-
-def needs_more(
-    passed: int,
-    wanted: int,
-    round: int,
-    budget: int,
-    *,
-    generated: int | None = None,
-    cfg: SelectionConfig | None = None,
-) -> int:
-    """How many more candidates to generate (0 = deliver what there is).
-
-    `round`: rounds done so far (1 after the first); `budget`: candidates this order may
-    still generate; `generated`: candidates generated so far, for the pass rate (the
-    configured prior is used before any has passed). Asks for enough to reach `wanted`
-    at the observed pass rate, with a margin, never less than a worthwhile round and never
-    more than the budget; stops after `max_rounds`.
-    """
-    cfg = cfg or SelectionConfig.load()
-    if min(passed, wanted, round, budget) < 0:
-        raise ValueError("passed, wanted, round and budget must be >= 0")
-    missing = wanted - passed
-    if missing <= 0 or budget <= 0 or round >= cfg.max_rounds:
-        return 0
-    rate = cfg.prior_pass_rate
-    if generated and passed > 0:
-        rate = passed / generated
-    # A round that produced nothing says "the rate is low", not "the rate is 0".
-    if generated and passed == 0:
-        rate = min(cfg.prior_pass_rate, 1.0 / (generated + 1))
-    ask = math.ceil(missing / max(rate, 1e-3) * cfg.needs_more_margin)
-    return int(min(budget, max(ask, cfg.min_round)))
 
 
 def coverage(

@@ -9,7 +9,7 @@ import grpc
 
 from headshots.v1 import internal_pb2, internal_pb2_grpc
 from services.common import metrics
-from services.common.errors import ApiError
+from services.common.grpc.errors import ApiError
 
 MAX_PHOTOS = 40
 MAX_BYTES = 30 * 1024 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from services.common.outbox import outbox_table
+from services.common.bus.outbox import outbox_table
 
 SCHEMA = "filter"
 metadata = sa.MetaData(schema=SCHEMA)

@@ -23,12 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2, jobs_pb2
 from services.common import metrics
-from services.common.blobs import BlobStore
-from services.common.bus import Bus, JobContext
-from services.common.cancellation import ErasedOrders
-from services.common.db import compare_and_set
-from services.common.keyring import KeyDestroyed
-from services.common.outbox import enqueue
+from services.common.bus.client import Bus
+from services.common.bus.consumer import JobContext
+from services.common.bus.erasure import ErasedOrders
+from services.common.bus.outbox import enqueue
+from services.common.db.engine import compare_and_set
+from services.common.keys.keyring import KeyDestroyed
+from services.common.storage.base import BlobStore
 from services.filter.tables import candidates, outbox, rounds
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.grpcserver import run_service
+from services.common.grpc.server import run_service
 from services.gateway.app import GatewayApp
 from services.gateway.settings import GatewaySettings
 

@@ -18,12 +18,13 @@ import uvicorn
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2_grpc
-from services.common import db
-from services.common.blobs import open_blob_store
-from services.common.bus import Bus
-from services.common.embedded import free_port
-from services.common.grpcserver import ServiceHost
-from services.common.outbox import OutboxRelay
+from services.common.bus.client import Bus
+from services.common.bus.consumer import Worker
+from services.common.bus.outbox import OutboxRelay
+from services.common.db import engine as db
+from services.common.grpc.server import ServiceHost
+from services.common.ports import free_port
+from services.common.storage.factory import open_blob_store
 from services.gateway.auth import Authenticator
 from services.gateway.openapi import build_openapi
 from services.gateway.orchestrator import DURABLE, SUBJECT, Orchestrator
@@ -66,7 +67,7 @@ class GatewayApp:
     async def prepare(self) -> None:
         """Connect to PostgreSQL, NATS and the internal services; register everything."""
         s = self.settings
-        url, self.embedded_pg = await db.database_url(s)
+        url = db.database_url(s)
         await db.migrate(url, "keyring")
         await db.migrate(url, "gateway")
         self.engine = db.create_engine(url)
@@ -109,8 +110,8 @@ class GatewayApp:
         )
         self.relay = OutboxRelay(self.engine, outbox, self.bus)
         self.orchestrator = Orchestrator(self.engine, s)
-        self.events = self.bus.worker(
-            SUBJECT, DURABLE, self.orchestrator.handle, ack_wait=30, max_deliver=20
+        self.events = Worker(
+            self.bus, SUBJECT, DURABLE, self.orchestrator.handle, ack_wait=30, max_deliver=20
         )
         self.reconciler = Reconciler(self.engine, self.bus, s, self.limiter)
         self.host.background(self.relay.run)
@@ -158,15 +159,13 @@ class GatewayApp:
             await self.wait_rest()
 
     async def close(self) -> None:
-        """After the host stopped: close connections (and the embedded database)."""
+        """After the host stopped: close connections."""
         for channel in self._closers:
             with contextlib.suppress(Exception):
                 await channel.close()
         await self.hub.stop()
         await self.bus.close()
         await self.engine.dispose()
-        if self.embedded_pg is not None:
-            await asyncio.to_thread(self.embedded_pg.stop)
 
     async def stop(self) -> None:
         await self.host.stop()

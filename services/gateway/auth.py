@@ -22,7 +22,7 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.errors import ApiError
+from services.common.grpc.errors import ApiError
 from services.gateway.tables import api_keys, tenants
 
 KEY_RE = re.compile(r"^hs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

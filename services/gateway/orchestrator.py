@@ -21,7 +21,6 @@ out through the outbox in the same transaction.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,13 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
 from services.common import metrics
-from services.common.bus import JobContext
+from services.common.bus.consumer import JobContext
 from services.gateway import orders as om
 from services.gateway.orders import Outgoing
 from services.gateway.servicer import embedding_list
 from services.gateway.settings import GatewaySettings
-from services.gateway.styles import STYLE_IDS
 from services.gateway.tables import processed_events, results
+from services.policy.limits import candidate_budget, limits, next_round_size
+from services.policy.styles import platform_catalogue
+
+LIMITS = limits()
 
 log = logging.getLogger(__name__)
 K = jobs_pb2.EventKind
@@ -146,7 +148,7 @@ class Orchestrator:
             tr = e.training
             count = row.candidate_count
             budget = self.budget(row)
-            final = self.s.max_rounds <= 1 or count >= budget
+            final = LIMITS.max_rounds <= 1 or count >= budget
             job = self.generate_job(row, 0, count, final, tr.adapter_key, tr.instance_prompt)
             await self._change(
                 conn,
@@ -167,9 +169,7 @@ class Orchestrator:
             )
 
     def budget(self, row: Any) -> int:
-        return max(
-            row.candidate_count, math.ceil(row.candidate_count * self.s.max_candidates_factor)
-        )
+        return max(row.candidate_count, candidate_budget(row.candidate_count))
 
     def generate_job(
         self,
@@ -186,7 +186,7 @@ class Orchestrator:
             order_id=row.order_id,
             adapter_key=adapter_key if adapter_key is not None else row.adapter_key,
             instance_prompt=instance_prompt if instance_prompt is not None else row.instance_prompt,
-            style_ids=list(row.style_ids) or sorted(STYLE_IDS),
+            style_ids=list(row.style_ids) or sorted(platform_catalogue().ids()),
             custom_prompt=row.custom_prompt,
             count=count,
             round=round_,
@@ -319,16 +319,17 @@ class Orchestrator:
     ) -> None:
         remaining = self.budget(row) - row.candidates_requested
         next_round = row.round + 1
-        if next_round >= self.s.max_rounds or remaining <= 0:
+        count = next_round_size(
+            nm.passed,
+            nm.wanted,
+            rounds_done=next_round,
+            budget=max(0, remaining),
+            generated=row.candidates_requested,
+        )
+        if count <= 0:
             await self._deliver_passed(conn, row)
             return
-        pass_rate = nm.passed / max(1, row.candidates_requested)
-        need = max(1, nm.wanted - nm.passed)
-        # Enough candidates that, at the pass rate seen so far, the round fills the gap
-        # (20% margin), never below a small batch and never past the budget.
-        count = math.ceil(need / max(pass_rate, 0.05) * 1.2)
-        count = max(min(8, remaining), min(count, remaining))
-        final = next_round == self.s.max_rounds - 1 or count >= remaining
+        final = next_round == LIMITS.max_rounds - 1 or count >= remaining
         job = self.generate_job(row, next_round, count, final)
         await self._change(
             conn,

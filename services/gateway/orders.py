@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
 from services.common import metrics
-from services.common.db import compare_and_set
-from services.common.errors import ApiError
+from services.common.db.engine import compare_and_set
+from services.common.grpc.errors import ApiError
 from services.gateway.tables import order_changes, orders, outbox
-from services.retention import policies as retention_policies
+from services.policy import retention as retention_policies
 
 S = pb.OrderState
 CREATED, UPLOADING, QUEUED = S.ORDER_STATE_CREATED, S.ORDER_STATE_UPLOADING, S.ORDER_STATE_QUEUED
@@ -137,7 +137,7 @@ def to_proto(row: Any) -> pb.Order:
     o.create_time.FromDatetime(row.created_at)
     o.update_time.FromDatetime(row.updated_at)
     if o.state in FINAL and o.state != DELETED:
-        # The published schedule (services/retention/policies.yaml), the same file the
+        # The published schedule (services/policy/retention.yaml), the same file the
         # retention service enforces: what the partner is told is what happens.
         ended: datetime = row.updated_at
         due = retention_policies.load().due_times(
@@ -159,7 +159,7 @@ class Outgoing:
 
 
 async def enqueue(conn: AsyncConnection, tenant_id: str, order_id: str, msg: Outgoing) -> None:
-    """Like services.common.outbox.enqueue, plus the row's tenant/order (erasure finds it).
+    """Like services.common.bus.outbox.enqueue, plus the row's tenant/order (erasure finds it).
 
     A msg id already in the outbox is a no-op: the same fact written twice goes out once.
     """

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.errors import ApiError
+from services.common.grpc.errors import ApiError
 from services.gateway.tables import rate_windows, tenants
 
 WINDOW_S = 60

@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
-from services.common.bus import JOBS_STREAM, Bus
+from services.common.bus.client import Bus
+from services.common.bus.ids import JOBS_STREAM
 from services.gateway import orders as om
 from services.gateway.orchestrator import Orchestrator
 from services.gateway.orders import Outgoing

@@ -39,18 +39,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2, internal_pb2_grpc, jobs_pb2
-from services.common.blobs import BlobNotFound, BlobStore, blob_key, order_prefix
-from services.common.errors import ApiError, not_found
-from services.common.grpcserver import outgoing_timeout
+from services.common.grpc.errors import ApiError, not_found
+from services.common.grpc.server import outgoing_timeout
+from services.common.storage.base import BlobNotFound, BlobStore, blob_key, order_prefix
 from services.gateway import orders as om
 from services.gateway.auth import Authenticator
 from services.gateway.orders import Outgoing
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
-from services.gateway.styles import STYLE_IDS, STYLES
 from services.gateway.tables import api_keys, order_changes, orders, photos, results, tenants
 from services.gateway.uploads import CleanPhoto, Limits, Refusal, check_size, clean
 from services.gateway.watch import WatchHub
+from services.policy.limits import limits
+from services.policy.prompt_screen import screen_prompt
+from services.policy.retention import load as load_retention
+from services.policy.styles import platform_catalogue
+
+LIMITS = limits()
+CATALOGUE = platform_catalogue()
+STYLES: tuple[pb.Style, ...] = tuple(s.to_pb() for s in CATALOGUE.styles)
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +70,6 @@ KEY_RE = re.compile(r"^tenants/([^/]+)/apiKeys/([^/]+)$")
 DOWNLOAD_CHUNK = 1024 * 1024
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-# Words a custom prompt may not contain: brands and instructions to imitate someone.
-PROMPT_BLOCKLIST = (
-    "nike", "adidas", "gucci", "chanel", "disney", "marvel", "apple logo", "coca-cola",
-    "in the style of", "celebrity", "look like", "lookalike", "nude", "naked",
-)  # fmt: skip
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -165,9 +167,9 @@ class Deps:
     def limits(self) -> Limits:
         s = self.settings
         return Limits(
-            max_bytes=s.max_photo_bytes,
-            max_pixels=s.max_photo_pixels,
-            min_side=s.min_photo_side,
+            max_bytes=LIMITS.max_photo_bytes,
+            max_pixels=LIMITS.max_photo_pixels,
+            min_side=LIMITS.min_photo_side,
             max_side=s.stored_max_side,
             quality=s.stored_jpeg_quality,
         )
@@ -343,34 +345,21 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
         return om.to_proto(row)
 
     def _validate_order(self, spec: pb.Order) -> dict[str, Any]:
-        s = self.s
         violations: list[tuple[str, str]] = []
-        unknown = [x for x in spec.style_ids if x not in STYLE_IDS]
+        unknown = [x for x in spec.style_ids if x not in CATALOGUE.ids()]
         if unknown:
             violations.append(
                 ("order.style_ids", f"unknown style(s) {', '.join(unknown)}; see ListStyles")
             )
         prompt = spec.custom_prompt.strip()
-        if len(prompt) > s.max_custom_prompt_chars:
-            violations.append(
-                ("order.custom_prompt", f"longer than {s.max_custom_prompt_chars} characters")
-            )
-        lowered = prompt.lower()
-        banned = [w for w in PROMPT_BLOCKLIST if w in lowered]
-        if banned:
-            violations.append(
-                (
-                    "order.custom_prompt",
-                    f"not allowed: {', '.join(banned)} (brands or other people)",
-                )
-            )
-        if any(ord(c) < 32 for c in prompt):
-            violations.append(("order.custom_prompt", "contains control characters"))
-        days = spec.photo_retention_days or s.default_photo_retention_days
-        if not 1 <= days <= s.max_photo_retention_days:
-            violations.append(
-                ("order.photo_retention_days", f"must be 1..{s.max_photo_retention_days}")
-            )
+        # The generator's own screen, so a prompt it would refuse never trains a model.
+        screened = screen_prompt(prompt)
+        if not screened.ok:
+            violations.append(("order.custom_prompt", screened.reason))
+        keep = load_retention().photo_days_bounds()
+        days = spec.photo_retention_days or keep.default
+        if not keep.low <= days <= keep.high:
+            violations.append(("order.photo_retention_days", f"must be {keep.low}..{keep.high}"))
         if spec.candidate_count < 0 or spec.result_count < 0:
             violations.append(("order", "candidate_count and result_count must not be negative"))
         if spec.subject_class not in pb.SubjectClass.values():
@@ -379,19 +368,19 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
             violations.append(("order.display_name", "longer than 200 characters"))
         if violations:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "the order is not valid", violations)
-        candidates = spec.candidate_count or s.default_candidate_count
-        results_n = spec.result_count or s.default_result_count
-        if candidates > s.max_candidate_count:
+        candidates = spec.candidate_count or LIMITS.default_candidate_count
+        results_n = spec.result_count or LIMITS.default_result_count
+        if candidates > LIMITS.max_candidate_count:
             raise quota(
-                f"candidate_count {candidates} is over the limit of {s.max_candidate_count}",
+                f"candidate_count {candidates} is over the limit of {LIMITS.max_candidate_count}",
                 "order.candidate_count",
-                f"at most {s.max_candidate_count} candidates per order",
+                f"at most {LIMITS.max_candidate_count} candidates per order",
             )
-        if results_n > s.max_result_count:
+        if results_n > LIMITS.max_result_count:
             raise quota(
-                f"result_count {results_n} is over the limit of {s.max_result_count}",
+                f"result_count {results_n} is over the limit of {LIMITS.max_result_count}",
                 "order.result_count",
-                f"at most {s.max_result_count} results per order",
+                f"at most {LIMITS.max_result_count} results per order",
             )
         return {
             "display_name": spec.display_name,
@@ -539,15 +528,15 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
         return om.to_proto(fresh)
 
     def _check_photo_count(self, row: Any, usable: int) -> None:
-        if usable < self.s.min_photos:
+        if usable < LIMITS.min_photos:
             raise ApiError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the order has {usable} usable photos; at least {self.s.min_photos} are needed",
+                f"the order has {usable} usable photos; at least {LIMITS.min_photos} are needed",
                 precondition_violations=[
                     (
                         "PHOTOS",
                         om.order_name(row.tenant_id, row.order_id),
-                        f"upload at least {self.s.min_photos - usable} more usable photo(s)",
+                        f"upload at least {LIMITS.min_photos - usable} more usable photo(s)",
                     )
                 ],
                 reason="NOT_ENOUGH_PHOTOS",
@@ -601,7 +590,7 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
         parent = ""
         incoming: list[Incoming] = []
         current: Incoming | None = None
-        cap = self.s.max_photo_bytes
+        cap = LIMITS.max_photo_bytes
         async for msg in request_iterator:
             if not parent:
                 if not msg.parent:
@@ -654,7 +643,7 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
     ) -> pb.UploadPhotosResponse:
         limits = self.d.limits
         existing = await self._stored_photos(row.order_id)
-        room = self.s.max_photos - len(existing)
+        room = LIMITS.max_photos - len(existing)
         for item in incoming:
             if item.refusal is not None:
                 continue
@@ -671,7 +660,7 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
                 item.clean = None
                 item.refusal = Refusal(
                     "TOO_MANY_PHOTOS",
-                    f"the order already has {self.s.max_photos} photos (the most allowed)",
+                    f"the order already has {LIMITS.max_photos} photos (the most allowed)",
                 )
                 quota_hit = True
                 continue
@@ -738,7 +727,7 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
                     [
                         (
                             om.order_name(tenant_id, row.order_id) + "/photos",
-                            f"at most {self.s.max_photos} photos per order",
+                            f"at most {LIMITS.max_photos} photos per order",
                         )
                     ]
                     if quota_hit
@@ -827,7 +816,7 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
                             "progress": om.make_progress(
                                 pb.STAGE_UPLOAD,
                                 done=usable_count,
-                                total=self.s.min_photos,
+                                total=LIMITS.min_photos,
                                 detail=f"{usable_count} usable photo(s)",
                             ).SerializeToString(),
                         },
@@ -972,12 +961,13 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
         tenant_id = await self._caller(context)
         self._parent_tenant(tenant_id, request.parent)
         violations = []
-        if request.style_id not in STYLE_IDS:
+        if request.style_id not in CATALOGUE.ids():
             violations.append(("style_id", "unknown style; see ListStyles"))
         if not 0 <= request.count <= 4:
             violations.append(("count", "must be 1..4 (0 = 2)"))
-        if len(request.custom_prompt) > self.s.max_custom_prompt_chars:
-            violations.append(("custom_prompt", "too long"))
+        screened = screen_prompt(request.custom_prompt)
+        if not screened.ok:
+            violations.append(("custom_prompt", screened.reason))
         if violations:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "the preview is not valid", violations)
         try:

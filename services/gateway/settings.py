@@ -20,29 +20,14 @@ class GatewaySettings(ServiceSettings):
     # stolen table alone cannot be used to test guesses.
     key_pepper: SecretStr = SecretStr("")
 
-    # ---- limits (per tenant unless the tenant row overrides) ----
+    # ---- per-tenant quotas (the platform's limits are services.policy.limits) ----
     requests_per_minute: int = 600
     max_orders_in_flight: int = 5
-    min_photos: int = 8
-    max_photos: int = 20
-    max_result_count: int = 200
-    max_candidate_count: int = 1000
-    default_result_count: int = 100
-    default_candidate_count: int = 64
-    # Upload safety: bytes are counted before anything is decoded.
-    max_photo_bytes: int = 20 * 1024 * 1024
-    max_photo_pixels: int = 50_000_000
-    min_photo_side: int = 160
     # Stored photos are re-encoded from pixels at most this large (long side).
     stored_max_side: int = 1536
     stored_jpeg_quality: int = 92
-    max_custom_prompt_chars: int = 200
 
     # ---- orchestration ----
-    # Rounds of generation at most (round 0 + top-ups) and candidates at most per order,
-    # as a multiple of the order's candidate_count.
-    max_rounds: int = 3
-    max_candidates_factor: float = 2.5
     # A live order with no event for this long is checked for a lost job.
     stuck_after_s: float = 600.0
     # A job re-queued this many times without progress fails the order.
@@ -55,5 +40,3 @@ class GatewaySettings(ServiceSettings):
     preview_timeout_s: float = 60.0
     erase_timeout_s: float = 60.0
     watch_poll_s: float = 2.0
-    default_photo_retention_days: int = 7
-    max_photo_retention_days: int = 30

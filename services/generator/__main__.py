@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from headshots.v1 import internal_pb2_grpc
-from services.common.grpcserver import ServiceHost, run_service
-from services.common.worker_resources import close_resources, open_worker_resources
+from services.common.grpc.server import ServiceHost, run_service
+from services.common.resources import close_resources, open_worker_resources
 from services.generator.servicer import SERVICE_NAME, GeneratorServicer
 from services.generator.settings import GeneratorSettings
-from services.generator.styles import StyleCatalogue, load_catalogue
+from services.policy.styles import StyleCatalogue, platform_catalogue
 
 log = logging.getLogger("services.generator")
 
@@ -29,11 +28,7 @@ async def main() -> None:
     host = ServiceHost(settings)
     state: dict[str, object] = {}
 
-    # HS_STYLES_FILE is the platform-wide catalogue (the gateway lists the same file).
-    styles_file = settings.styles_file or os.environ.get("HS_STYLES_FILE")
-    catalogue: StyleCatalogue = (
-        StyleCatalogue.load(styles_file) if styles_file else load_catalogue()
-    )
+    catalogue: StyleCatalogue = platform_catalogue()
 
     servicer = GeneratorServicer()
     host.add(internal_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)

@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.generator.output import EncodedImage, encode_image
-from services.generator.prompt_screen import screen_prompt
 from services.generator.settings import GeneratorSettings
-from services.generator.styles import StyleCatalogue, StyleError, compose_prompt
+from services.policy.limits import limits
+from services.policy.prompt_screen import screen_prompt
+from services.policy.styles import StyleCatalogue, StyleError, compose_prompt
+
+LIMITS = limits()
 
 if TYPE_CHECKING:
     from services.generator.pipeline import WarmPipeline
@@ -88,12 +91,12 @@ class Previewer:
             style = self.catalogue.get(style_id)
         except StyleError as err:
             raise PreviewRefused("style_id", str(err)) from err
-        screened = screen_prompt(custom_prompt, self.settings.custom_prompt_max_chars)
+        screened = screen_prompt(custom_prompt)
         if not screened.ok:
             raise PreviewRefused("custom_prompt", screened.reason)
         if count < 0:
             raise PreviewRefused("count", "count must not be negative")
-        n = min(max(1, count), self.settings.preview_max_count)
+        n = min(max(1, count), LIMITS.max_preview_count)
         selfie = decode_selfie(image, self.settings.preview_max_input_pixels)
         init = fit(selfie, self.pipeline.width, self.pipeline.height)
         seeds = [(int(seed) + i) % (2**63) for i in range(n)]

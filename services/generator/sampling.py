@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.generator.styles import Style, StyleCatalogue, compose_prompt
+from services.policy.styles import Style, StyleCatalogue, compose_prompt
 
 # Images per round are bounded by the 5-digit result id.
 MAX_IMAGES_PER_ROUND = 100_000

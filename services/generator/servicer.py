@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from headshots.v1 import headshots_pb2, internal_pb2, internal_pb2_grpc
-from services.common import errors
+from services.common.grpc import errors
 from services.generator.preview import Previewer, PreviewRefused
 
 log = logging.getLogger(__name__)

@@ -46,22 +46,13 @@ class GeneratorSettings(ServiceSettings):
     fuse_min_images: int = 64
     lora_scale: float = 1.0
 
-    # Budget per order: rounds (0 = first) and images over all rounds.
-    max_rounds: int = 4
-    max_images_per_order: int = 2000
-
     # Outputs.
     output_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 92
 
-    # Prompts.
-    styles_file: Path | None = None
-    custom_prompt_max_chars: int = 200
-
     # Preview (image-to-image on the base model).
     preview_strength: float = 0.55
     preview_steps: int = 20
-    preview_max_count: int = 4
     preview_max_input_pixels: int = 40_000_000
     # Optional identity adapter (IP-Adapter-style): a local folder with the weights file and
     # its image encoder. Empty: plain image-to-image.

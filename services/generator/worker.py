@@ -23,13 +23,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from headshots.v1 import headshots_pb2, jobs_pb2
 from services.common import metrics
-from services.common.blobs import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
-from services.common.bus import Bus, JobContext, PermanentError
-from services.common.cancellation import ErasedOrders
-from services.common.keyring import KeyDestroyed
+from services.common.bus.client import Bus
+from services.common.bus.consumer import JobContext, PermanentError, Worker
+from services.common.bus.erasure import ErasedOrders
+from services.common.keys.keyring import KeyDestroyed
+from services.common.storage.base import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
 from services.generator.output import EXTENSIONS, encode_image
 from services.generator.pipeline import AdapterError, WarmPipeline, parse_adapter
-from services.generator.prompt_screen import screen_prompt
 from services.generator.sampling import (
     EtaTracker,
     PlannedBatch,
@@ -38,7 +38,11 @@ from services.generator.sampling import (
     plan_round,
 )
 from services.generator.settings import GeneratorSettings
-from services.generator.styles import StyleCatalogue, StyleError
+from services.policy.limits import limits
+from services.policy.prompt_screen import screen_prompt
+from services.policy.styles import StyleCatalogue, StyleError
+
+LIMITS = limits()
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +103,8 @@ class GeneratorWorker:
     # ------------------------------------------------------------------ entry points
 
     def worker(self) -> object:
-        return self.bus.worker(
+        return Worker(
+            self.bus,
             SUBJECT,
             DURABLE,
             self.handle,
@@ -139,10 +144,9 @@ class GeneratorWorker:
             raise JobRefused(str(err)) from err
         if job.count < 1:
             raise JobRefused(f"generate job asks for {job.count} images; at least 1 is needed")
-        if job.round < 0 or job.round > self.settings.max_rounds:
+        if job.round < 0 or job.round >= LIMITS.max_rounds:
             raise JobRefused(
-                f"round {job.round} is beyond the budget of {self.settings.max_rounds} top-up "
-                "rounds per order"
+                f"round {job.round} is beyond the budget of {LIMITS.max_rounds}  rounds per order"
             )
         if not job.adapter_key:
             raise JobRefused("generate job has no adapter_key")
@@ -150,7 +154,7 @@ class GeneratorWorker:
             styles = self.catalogue.resolve(job.style_ids)
         except StyleError as err:
             raise JobRefused(str(err)) from err
-        screened = screen_prompt(job.custom_prompt, self.settings.custom_prompt_max_chars)
+        screened = screen_prompt(job.custom_prompt)
         if not screened.ok:
             raise JobRefused(screened.reason)
         return styles, screened.text
@@ -171,11 +175,10 @@ class GeneratorWorker:
                 earlier += 1
             elif rnd == r:
                 existing[name.rsplit(".", 1)[0]] = info.size
-        allowed = self.settings.max_images_per_order - earlier
+        allowed = LIMITS.max_images_per_order - earlier
         if allowed <= 0:
             raise JobRefused(
-                f"the order's generation budget ({self.settings.max_images_per_order} images) "
-                "is spent"
+                f"the order's generation budget ({LIMITS.max_images_per_order} images) is spent"
             )
         count = min(job.count, allowed)
         w, h = self.pipeline.width, self.pipeline.height

@@ -7,12 +7,12 @@ import logging
 from datetime import UTC, timedelta
 
 from headshots.v1 import headshots_pb2, internal_pb2_grpc, jobs_pb2
-from services.common import db
-from services.common.blobs import open_blob_store
-from services.common.bus import Bus
-from services.common.bus_worker import JobContext
-from services.common.grpcserver import ServiceHost, run_service
-from services.common.keyring import Keyring, load_master_key
+from services.common.bus.client import Bus
+from services.common.bus.consumer import JobContext, Worker
+from services.common.db import engine as db
+from services.common.grpc.server import ServiceHost, run_service
+from services.common.keys.keyring import Keyring, load_master_key
+from services.common.storage.factory import open_blob_store
 from services.retention.clock import SystemClock
 from services.retention.core import Retention
 from services.retention.servicer import RetentionServicer
@@ -26,7 +26,7 @@ async def main() -> None:
     if settings.grpc_port == 0:
         settings.grpc_port = 50055
     host = ServiceHost(settings)
-    url, embedded_pg = await db.database_url(settings)
+    url = db.database_url(settings)
     await db.migrate(url, "keyring")
     await db.migrate(url, "retention")
     engine = db.create_engine(url)
@@ -75,7 +75,7 @@ async def main() -> None:
             event.tenant_id, event.order_id, state, at, event.photo_retention_days, event.keep_model
         )
 
-    lifecycle = bus.worker("events.lifecycle.>", "retention-lifecycle", on_lifecycle, ack_wait=30)
+    lifecycle = Worker(bus, "events.lifecycle.>", "retention-lifecycle", on_lifecycle, ack_wait=30)
 
     async def sweep_forever() -> None:
         while not host.stopping.is_set():
@@ -97,8 +97,6 @@ async def main() -> None:
         await lifecycle.stop(drain=True)
         await bus.close()
         await engine.dispose()
-        if embedded_pg is not None:
-            embedded_pg.stop()
 
     host.on_shutdown(shutdown)
     await host.run()

@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2, internal_pb2
 from services.common import metrics
-from services.common.blobs import BlobStore, order_prefix
+from services.common.storage.base import BlobStore, order_prefix
+from services.policy.retention import END_STATES, Schedule, load
 from services.retention import ledger
 from services.retention.clock import Clock, SystemClock
 from services.retention.order_rows import delete_order_rows
-from services.retention.policies import END_STATES, Schedule, load
 from services.retention.tables import erasures, schedule
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ Notify = Callable[[str, str, str, list[headshots_pb2.LedgerEntry]], Awaitable[No
 
 
 class KeyringLike:
-    """What retention needs from services.common.keyring.Keyring."""
+    """What retention needs from services.common.keys.keyring.Keyring."""
 
     async def destroy(self, tenant_id: str, order_id: str) -> str:  # pragma: no cover
         raise NotImplementedError

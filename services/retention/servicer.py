@@ -7,7 +7,7 @@ import re
 import grpc
 
 from headshots.v1 import internal_pb2, internal_pb2_grpc
-from services.common.errors import ApiError
+from services.common.grpc.errors import ApiError
 from services.retention.core import Retention
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

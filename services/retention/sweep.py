@@ -11,9 +11,9 @@ import asyncio
 import json
 from datetime import datetime
 
-from services.common import db
-from services.common.blobs import open_blob_store
-from services.common.keyring import Keyring, load_master_key
+from services.common.db import engine as db
+from services.common.keys.keyring import Keyring, load_master_key
+from services.common.storage.factory import open_blob_store
 from services.retention.clock import FixedClock, SystemClock
 from services.retention.core import Retention
 from services.retention.settings import RetentionSettings
@@ -21,7 +21,7 @@ from services.retention.settings import RetentionSettings
 
 async def run(at: datetime | None) -> dict[str, object]:
     settings = RetentionSettings(service_name="retention-sweep")
-    url, pg = await db.database_url(settings)
+    url = db.database_url(settings)
     await db.migrate(url, "keyring")
     await db.migrate(url, "retention")
     engine = db.create_engine(url)
@@ -38,8 +38,6 @@ async def run(at: datetime | None) -> dict[str, object]:
         return {"deleted": dict(report.deleted), "keys_destroyed": report.keys_destroyed}
     finally:
         await engine.dispose()
-        if pg is not None:
-            pg.stop()
 
 
 def main() -> None:

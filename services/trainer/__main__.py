@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.grpcserver import ServiceHost, run_service
-from services.common.worker_resources import close_resources, open_worker_resources
+from services.common.grpc.server import ServiceHost, run_service
+from services.common.resources import close_resources, open_worker_resources
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger("services.trainer")

@@ -104,7 +104,7 @@ class BlobCheckpointStore:
         self.saves += 1
 
     def load(self) -> TrainingState | None:
-        from services.common.blobs import BlobNotFound
+        from services.common.storage.base import BlobNotFound
 
         try:
             data = self._call(self.blobs.get(self.key))

@@ -6,7 +6,7 @@ model, and keep the checkpoint that scores best rather than the last one (late c
 overfit: same pose, same background, burnt colours).
 
 Here: the shared face stack finds the face in each render, the identity model
-(services/filter/identity.py, dlib's 128-d descriptor) embeds its aligned chip, and the
+(services/faces/identity.py, dlib's 128-d descriptor) embeds its aligned chip, and the
 likeness is the filter's own 0..1 mapping of the distance to the person's identity centre.
 A render without a face scores 0 (it is a failed render). Both models are imported lazily;
 when they are missing the trainer falls back to choosing by validation loss and says so.
@@ -49,8 +49,8 @@ class LikenessScorer:
         """The scorer, or None (with a logged warning) when the face stack or the identity
         model is not available, or there is nothing to compare with."""
         try:
-            from services.filter.face_stack import FaceStack
-            from services.filter.identity import IdentityModel, identity_centre
+            from services.faces.face_stack import FaceStack
+            from services.faces.identity import IdentityModel, identity_centre
         except ImportError as err:
             log.warning(
                 "identity model not importable (%r): checkpoints are chosen by validation loss",
@@ -77,8 +77,8 @@ class LikenessScorer:
         return cls(stack, identity, reference)
 
     def score(self, images: Sequence[np.ndarray]) -> LikenessScore:
-        from services.filter.identity import likeness_to
-        from services.filter.identity_align import align_chip
+        from services.faces.identity import likeness_to
+        from services.faces.identity_align import align_chip
 
         images = [np.ascontiguousarray(i, dtype=np.uint8) for i in images]
         if not images:

@@ -1,6 +1,6 @@
 """Selfies -> face-aligned head-and-shoulders training crops at the model's resolution.
 
-For each photo: decode safely (EXIF-upright, `services.filter.image_io`), run the shared face
+For each photo: decode safely (EXIF-upright, `services.faces.image_io`), run the shared face
 stack's selfie check (one face, whole, big and sharp enough, eyes open), then cut a square
 crop with a similarity transform that
 - levels the eyes (rotation from the two eye landmarks),
@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from services.filter.face_stack import FaceStack
+    from services.faces.face_stack import FaceStack
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,12 @@ class Preprocessor:
 
     @classmethod
     def load(cls, face_models_dir: Path, geometry: CropGeometry) -> Preprocessor:
-        from services.filter.face_stack import FaceStack
+        from services.faces.face_stack import FaceStack
 
         return cls(FaceStack.load(face_models_dir), geometry)
 
     def run(self, photos: Sequence[tuple[str, bytes | np.ndarray]]) -> PreprocessResult:
-        from services.filter.image_io import ImageError, decode_image
+        from services.faces.image_io import ImageError, decode_image
 
         result = PreprocessResult()
         for name, data in photos:
@@ -250,7 +250,7 @@ class Preprocessor:
 
 def _identity_chip(image: np.ndarray, landmarks5: np.ndarray) -> np.ndarray | None:
     try:
-        from services.filter.identity_align import align_chip
+        from services.faces.identity_align import align_chip
     except ImportError:
         return None
     return align_chip(image, landmarks5)

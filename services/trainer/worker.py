@@ -30,10 +30,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from headshots.v1 import headshots_pb2, jobs_pb2
 from services.common import metrics
-from services.common.blobs import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
-from services.common.bus import Bus, JobContext, PermanentError
-from services.common.cancellation import ErasedOrders
-from services.common.keyring import KeyDestroyed
+from services.common.bus.client import Bus
+from services.common.bus.consumer import JobContext, PermanentError, Worker
+from services.common.bus.erasure import ErasedOrders
+from services.common.keys.keyring import KeyDestroyed
+from services.common.storage.base import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class TrainerWorker:
     # ------------------------------------------------------------------ entry points
 
     def worker(self) -> Any:
-        return self.bus.worker(
+        return Worker(
+            self.bus,
             SUBJECT,
             DURABLE,
             self.handle,
@@ -251,12 +253,12 @@ class TrainerWorker:
     def _load_face_models(self) -> tuple[Any, Any]:
         with self._face_lock:
             if self._face_models is None:
-                from services.filter.face_stack import FaceStack
+                from services.faces.face_stack import FaceStack
 
                 identity = None
                 stack = FaceStack.load(self.settings.face_models_path())
                 try:
-                    from services.filter.identity import IdentityModel
+                    from services.faces.identity import IdentityModel
 
                     identity = IdentityModel.load(self.settings.face_models_path())
                 except (ImportError, FileNotFoundError, OSError, ValueError) as err:
@@ -297,7 +299,7 @@ class TrainerWorker:
         if len(job.reference_embedding):
             reference = np.asarray(job.reference_embedding, dtype=np.float32)
         else:
-            from services.filter.identity import identity_centre
+            from services.faces.identity import identity_centre
 
             chips = [c.identity_chip for c in crops if c.identity_chip is not None]
             if not chips:

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.demo import GatewayClient, OrderRun, open_channel
-from services.stack import Stack
+from devstack.demo import GatewayClient, OrderRun, open_channel
+from devstack.stack import Stack
 from tests.e2e.harness import (
     ADMIN_TOKEN,
     FACES,

@@ -17,13 +17,13 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
+from devstack.demo import ADMIN_TOKEN_ENV, state_name
+from devstack.stack import Stack, tail
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
-from services.common.blobs import open_blob_store
-from services.common.bus import Bus
-from services.common.deadletter import list_dead_letters
-from services.demo import ADMIN_TOKEN_ENV, state_name
-from services.stack import Stack, tail
+from services.common.bus.client import Bus
+from services.common.bus.deadletter import list_dead_letters
+from services.common.storage.factory import open_blob_store
 
 ROOT = Path(__file__).resolve().parents[2]
 FACES = (ROOT / "tests" / "fixtures" / "faces").resolve()
@@ -56,7 +56,6 @@ FAST_ENV: dict[str, dict[str, str]] = {
     "generator": {
         "HS_GENERATOR_BATCH_SIZE": "2",
         "HS_GENERATOR_STEPS": "8",
-        "HS_GENERATOR_MAX_ROUNDS": "2",
         "HS_GENERATOR_ACK_WAIT_S": "10",
         "HS_GENERATOR_MAX_DELIVER": "3",
     },
@@ -67,10 +66,6 @@ FAST_ENV: dict[str, dict[str, str]] = {
     },
     "gateway": {
         ADMIN_TOKEN_ENV: ADMIN_TOKEN,
-        # The fixture folder has six photos (two of them the same portrait); the production
-        # minimum is eight.
-        "HS_GATEWAY_MIN_PHOTOS": "3",
-        "HS_GATEWAY_MAX_ROUNDS": "2",
         # A lost job is found within a minute and a half rather than ten.
         "HS_GATEWAY_STUCK_AFTER_S": "90",
         "HS_GATEWAY_RECONCILE_INTERVAL_S": "5",
@@ -93,6 +88,10 @@ def make_stack(run_dir: Path, *, otel_file: Path | None = None, **overrides: str
         "HS_SHUTDOWN_GRACE_SECONDS": "10",
         "HS_LOG_LEVEL": "INFO",
         "HS_E2E_CRASH_FILE": str(crash_file),
+        # Platform limits reach every service alike. The fixture folder has six photos (two
+        # of them the same portrait); the production minimum is eight.
+        "HS_LIMIT_MIN_PHOTOS": "3",
+        "HS_LIMIT_MAX_ROUNDS": "2",
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(FAULTINJECT), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),

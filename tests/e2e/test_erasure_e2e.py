@@ -15,11 +15,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devstack.demo import open_channel
+from devstack.stack import Stack
 from headshots.v1 import headshots_pb2 as pb
-from services.common import db
-from services.demo import open_channel
+from services.common.db import engine as db
 from services.retention.order_rows import scan_for_order
-from services.stack import Stack
 from tests.e2e.conftest import Gateway, require_models
 from tests.e2e.harness import ORDER_FIELDS, first_event, ids, logs, make_stack, wait_for
 

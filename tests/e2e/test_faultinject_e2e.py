@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.embedded import NatsServer
+from devstack.embedded import NatsServer
 from tests.e2e.harness import FAULTINJECT, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -21,8 +21,9 @@ WORKER = textwrap.dedent(
     """
     import asyncio, sys
     from headshots.v1 import jobs_pb2
-    from services.common.bus import Bus
-    from services.common.deadletter import list_dead_letters
+    from services.common.bus.client import Bus
+    from services.common.bus.consumer import Worker
+    from services.common.bus.deadletter import list_dead_letters
 
     async def main(url):
         bus = await Bus.connect(url, "faultinject-test")
@@ -32,7 +33,7 @@ WORKER = textwrap.dedent(
         async def handler(ctx):
             handled.append(ctx.parse(jobs_pb2.TrainJob).order_id)
 
-        worker = bus.worker("jobs.train", "trainer", handler, ack_wait=5, max_deliver=2)
+        worker = Worker(bus, "jobs.train", "trainer", handler, ack_wait=5, max_deliver=2)
         task = asyncio.create_task(worker.run())
         for order in ("poisoned", "healthy"):
             job = jobs_pb2.TrainJob(job_id=order + ":train", tenant_id="t", order_id=order)

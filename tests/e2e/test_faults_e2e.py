@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.demo import GatewayClient, open_channel
+from devstack.stack import Stack
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
-from services.demo import GatewayClient, open_channel
-from services.stack import Stack
 from tests.e2e.conftest import Gateway, start_stack
 from tests.e2e.harness import (
     FAULT_ORDER_FIELDS,

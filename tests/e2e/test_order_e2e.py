@@ -12,9 +12,9 @@ import grpc
 import pytest
 from PIL import Image
 
+from devstack.demo import state_name
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import internal_pb2, internal_pb2_grpc
-from services.demo import state_name
 from tests.e2e.conftest import CompletedOrder, Gateway
 from tests.e2e.harness import ORDER_FIELDS, candidate_blobs, dead_letters, describe, ids, logs
 

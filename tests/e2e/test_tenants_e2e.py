@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devstack.demo import GatewayClient, OrderRun
 from headshots.v1 import headshots_pb2 as pb
-from services.demo import GatewayClient, OrderRun
 from tests.e2e.conftest import Gateway
 from tests.e2e.harness import describe, logs
 

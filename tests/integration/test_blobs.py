@@ -11,18 +11,18 @@ from pathlib import Path
 import boto3
 import pytest
 
-from services.common.blobs import (
+from devstack.embedded import free_port
+from services.common.storage.base import (
     BlobNotFound,
     BlobStore,
     InvalidKey,
     blob_key,
-    open_blob_store,
     order_prefix,
     parse_order,
 )
-from services.common.blobs_local import LocalBlobStore
-from services.common.blobs_s3 import S3BlobStore
-from services.common.embedded import free_port
+from services.common.storage.factory import open_blob_store
+from services.common.storage.local import LocalBlobStore
+from services.common.storage.s3 import S3BlobStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,17 +15,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from devstack.embedded import NatsServer
 from headshots.v1 import jobs_pb2
-from services.common.bus import (
-    JOBS_STREAM,
-    Bus,
-    JobContext,
-    PermanentError,
-    RetryableError,
-)
-from services.common.deadletter import DeadLetterMover, list_dead_letters
-from services.common.embedded import NatsServer
-from tests.integration.bus_helpers import kill_hard, running, spawn_python, wait_until
+from services.common.bus.client import Bus
+from services.common.bus.consumer import JobContext, PermanentError, RetryableError, Worker
+from services.common.bus.deadletter import DeadLetterMover, list_dead_letters
+from services.common.bus.ids import JOBS_STREAM
+from tests.support.bus_helpers import kill_hard, running, spawn_python, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +71,7 @@ async def test_ensure_streams_is_idempotent_and_lag_counts_waiting_jobs(bus: Bus
     assert info.config.retention == "workqueue"
     assert info.config.discard == "new"
     assert info.config.duplicate_window == 120
-    await bus.worker("jobs.train", "trainer", Recorder()).ensure_consumer()
+    await Worker(bus, "jobs.train", "trainer", Recorder()).ensure_consumer()
     for i in range(3):
         await bus.publish("jobs.train", train_job(f"o{i}"), msg_id=f"o{i}:train")
     assert await bus.consumer_lag(JOBS_STREAM, "trainer") == 3
@@ -86,7 +82,7 @@ async def test_same_msg_id_is_delivered_once(bus: Bus) -> None:
     again = await bus.publish("jobs.train", train_job("o1"), msg_id="o1:train")
     assert not first.duplicate and again.duplicate
     handler = Recorder()
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=1)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=1)):
         await wait_until(lambda: len(handler.seen) == 1, what="first delivery")
         await asyncio.sleep(1.5)  # longer than AckWait: nothing else may arrive
     assert [(n, o) for n, o, _ in handler.seen] == [(1, "o1")]
@@ -96,14 +92,15 @@ async def test_same_msg_id_is_delivered_once(bus: Bus) -> None:
 DOOMED_WORKER = """
 import asyncio, sys
 from pathlib import Path
-from services.common.bus import Bus
+from services.common.bus.client import Bus
+from services.common.bus.consumer import Worker
 
 async def main(url, marker):
     bus = await Bus.connect(url, name="doomed")
     async def handler(ctx):
         Path(marker).write_text(str(ctx.num_delivered))
         await asyncio.sleep(3600)  # killed in here
-    await bus.worker("jobs.train", "trainer", handler, ack_wait=1.0).run()
+    await Worker(bus, "jobs.train", "trainer", handler, ack_wait=1.0).run()
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
@@ -120,7 +117,7 @@ async def test_job_of_killed_worker_is_redelivered_after_ack_wait(
     finally:
         kill_hard(child)
     handler = Recorder()
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=1.0)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=1.0)):
         await wait_until(lambda: len(handler.seen) == 1, within=10, what="redelivery")
     assert handler.seen[0][:2] == (2, "o1")  # second delivery: the dead child had the first
     assert await jobs_left(bus) == 0
@@ -132,7 +129,7 @@ async def test_long_handler_with_in_progress_acks_is_not_redelivered(bus: Bus) -
 
     handler = Recorder(slow)
     await bus.publish("jobs.train", train_job("o1"), msg_id="o1:train")
-    worker = bus.worker("jobs.train", "trainer", handler, ack_wait=1.0, concurrency=2)
+    worker = Worker(bus, "jobs.train", "trainer", handler, ack_wait=1.0, concurrency=2)
     async with running(worker):
         await wait_until(lambda: len(handler.seen) >= 1, what="delivery")
         await asyncio.sleep(4.5)
@@ -152,8 +149,8 @@ async def test_failing_job_is_dead_lettered_after_max_deliver(bus: Bus) -> None:
     handler = Recorder(broken)
     job = train_job("o1")
     await bus.publish("jobs.train", job, msg_id="o1:train")
-    worker = bus.worker(
-        "jobs.train", "trainer", handler, ack_wait=1, max_deliver=3, on_dead=on_dead
+    worker = Worker(
+        bus, "jobs.train", "trainer", handler, ack_wait=1, max_deliver=3, on_dead=on_dead
     )
     async with running(worker):
         await wait_until(lambda: len(failed) == 1, what="dead letter")
@@ -173,7 +170,7 @@ async def test_permanent_error_is_dead_lettered_at_once(bus: Bus) -> None:
 
     handler = Recorder(bad_input)
     await bus.publish("jobs.train", train_job("o1"), msg_id="o1:train")
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=1, max_deliver=5)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=1, max_deliver=5)):
         await wait_until(lambda: len(handler.seen) == 1, what="delivery")
         for _ in range(100):
             if await list_dead_letters(bus):
@@ -188,7 +185,7 @@ async def test_permanent_error_is_dead_lettered_at_once(bus: Bus) -> None:
 async def test_garbage_payload_is_dead_lettered_with_a_clear_reason(bus: Bus) -> None:
     handler = Recorder()
     await bus.publish("jobs.train", b"\xff\xff not protobuf", msg_id="junk")
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=1)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=1)):
         for _ in range(100):
             if await list_dead_letters(bus):
                 break
@@ -206,7 +203,7 @@ async def test_unacked_job_is_moved_by_the_advisory_mover(bus: Bus) -> None:
     async def on_dead(dead: jobs_pb2.DeadLetter) -> None:
         moved.append(dead)
 
-    worker = bus.worker("jobs.train", "trainer", Recorder(), ack_wait=0.5, max_deliver=2)
+    worker = Worker(bus, "jobs.train", "trainer", Recorder(), ack_wait=0.5, max_deliver=2)
     await worker.ensure_consumer()
     mover = DeadLetterMover(bus, JOBS_STREAM, "trainer", on_dead)
     await mover.start()
@@ -240,7 +237,7 @@ async def test_retryable_error_naks_with_delay_and_succeeds_on_second_try(bus: B
 
     handler = Recorder(flaky)
     await bus.publish("jobs.train", train_job("o1"), msg_id="o1:train")
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=5)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=5)):
         await wait_until(lambda: len(handler.seen) == 2, what="second delivery")
         await asyncio.sleep(0.3)
         assert await jobs_left(bus) == 0
@@ -258,13 +255,13 @@ async def test_stop_hands_in_flight_job_back_at_once(bus: Bus) -> None:
         await asyncio.sleep(3600)
 
     await bus.publish("jobs.train", train_job("o1"), msg_id="o1:train")
-    first = bus.worker("jobs.train", "trainer", Recorder(stuck), ack_wait=30)
+    first = Worker(bus, "jobs.train", "trainer", Recorder(stuck), ack_wait=30)
     task = asyncio.create_task(first.run())
     await asyncio.wait_for(started.wait(), 10)
     await first.stop(drain=True, grace=0.2)  # handler does not finish: cancelled and nak'ed
     await task
     handler = Recorder()
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=30)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=30)):
         # well inside AckWait (30 s): the nak gave it back
         await wait_until(lambda: len(handler.seen) == 1, within=5, what="hand-back")
     assert handler.seen[0][0] == 2
@@ -286,7 +283,7 @@ async def test_one_trace_id_from_producer_to_consumer(bus: Bus) -> None:
 
     with tracer.start_as_current_span("create order") as root:
         await bus.publish("jobs.train", train_job("o1"), msg_id="o1:train")
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=2)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=2)):
         await wait_until(lambda: len(consumer_trace) == 1, what="delivery")
         await asyncio.sleep(0.1)
     spans = {s.name: s for s in exporter.get_finished_spans()}
@@ -305,7 +302,7 @@ async def test_survives_nats_server_restart(bus: Bus, fresh_nats: NatsServer) ->
     await asyncio.to_thread(fresh_nats.restart)
     # Published while the client is still reconnecting: retried, not lost.
     await bus.publish("jobs.train", train_job("after"), msg_id="after:train")
-    async with running(bus.worker("jobs.train", "trainer", handler, ack_wait=2)):
+    async with running(Worker(bus, "jobs.train", "trainer", handler, ack_wait=2)):
         await wait_until(lambda: len(handler.seen) == 2, within=15, what="both jobs")
         # and a worker that is running through a restart keeps consuming
         await asyncio.to_thread(fresh_nats.restart)

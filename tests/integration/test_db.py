@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import db
-from services.common.embedded import Postgres
-from services.common.migrations_env import scaffold
+from devstack.embedded import Postgres
+from services.common.db import engine as db
+from services.common.db.migrations import scaffold
 from services.common.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -154,7 +154,7 @@ async def test_replicas_migrating_at_once_apply_each_revision_once(
         "    op.create_table(", '    op.execute("SELECT pg_sleep(1.5)")\n    op.create_table(', 1
     )
     tree = _widgets_tree(tmp_path / "w", "widgets", slow, WIDGETS_0002)
-    cli = [sys.executable, "-m", "services.common.migrations_env", "upgrade", "widgets"]
+    cli = [sys.executable, "-m", "services.common.db.migrations", "upgrade", "widgets"]
     procs = [
         await asyncio.create_subprocess_exec(*cli, "--url", url, "--dir", str(tree), cwd=ROOT)
         for _ in range(2)
@@ -234,16 +234,9 @@ def test_non_postgres_urls_are_refused_without_echoing_the_password() -> None:
     assert "secret" not in str(err.value)
 
 
-async def test_database_url_uses_the_setting_or_starts_an_embedded_server(pg: Postgres) -> None:
-    url, server = await db.database_url(ServiceSettings(database_url=pg.dsn))
-    assert server is None and url == pg.url
-
-    url, server = await db.database_url(ServiceSettings(database_url=None))
-    assert server is not None
-    try:
-        engine = db.create_engine(url)
-        async with engine.connect() as conn:
-            assert await conn.scalar(sa.text("SELECT 1")) == 1
-        await engine.dispose()
-    finally:
-        server.stop()
+async def test_database_url_uses_the_setting_and_never_starts_a_server(pg: Postgres) -> None:
+    assert db.database_url(ServiceSettings(database_url=pg.dsn)) == pg.url
+    # A service without DATABASE_URL refuses to start rather than run on a private database
+    # whose data would vanish with the pod.
+    with pytest.raises(RuntimeError, match="DATABASE_URL is not set"):
+        db.database_url(ServiceSettings(database_url=None))

@@ -22,20 +22,22 @@ import sqlalchemy as sa
 from nats.aio.msg import Msg
 from PIL import Image, ImageFilter
 
+from devstack.embedded import NatsServer, Postgres
 from headshots.v1 import jobs_pb2
-from services.common import db
-from services.common.blobs import BlobStore, blob_key, open_blob_store
-from services.common.bus import Bus
-from services.common.deadletter import list_dead_letters
-from services.common.embedded import NatsServer, Postgres
-from services.common.outbox import OutboxRelay
+from services.common.bus.client import Bus
+from services.common.bus.consumer import Worker
+from services.common.bus.deadletter import list_dead_letters
+from services.common.bus.outbox import OutboxRelay
+from services.common.db import engine as db
+from services.common.storage.base import BlobStore, blob_key
+from services.common.storage.factory import open_blob_store
 from services.filter.analysis import SelfieAnalyzer
 from services.filter.scoring import CandidateScorer
 from services.filter.selection import select_results
 from services.filter.tables import candidates, outbox
 from services.filter.worker import FilterWorker
 from tests.conftest import FIXTURES, MODELS_DIR
-from tests.integration.bus_helpers import running, wait_until
+from tests.support.bus_helpers import running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +175,7 @@ async def test_a_round_is_scored_in_batches_then_selected_once(
     order = "o-" + uuid.uuid4().hex[:8]
     cands = await put_round(env, order)
     w = make_worker(env)
-    async with running(env.bus.worker("jobs.filter", "filter", w.handle, ack_wait=30)):
+    async with running(Worker(env.bus, "jobs.filter", "filter", w.handle, ack_wait=30)):
         first = job(order, cands[:3], 0, reference, result_count=2)
         await env.bus.publish("jobs.filter", first, msg_id=first.job_id)
         await wait_until(
@@ -229,7 +231,7 @@ async def test_too_few_passing_asks_for_more(env: Env, reference: list[float]) -
     order = "o-" + uuid.uuid4().hex[:8]
     cands = await put_round(env, order)
     w = make_worker(env)
-    async with running(env.bus.worker("jobs.filter", "filter", w.handle, ack_wait=30)):
+    async with running(Worker(env.bus, "jobs.filter", "filter", w.handle, ack_wait=30)):
         j = job(order, cands, 0, reference, result_count=5)
         await env.bus.publish("jobs.filter", j, msg_id=j.job_id)
         await wait_until(lambda: env.of(order, "events.filtering.needs_more"), 60, "needs_more")
@@ -242,7 +244,7 @@ async def test_a_final_round_delivers_what_passed(env: Env, reference: list[floa
     order = "o-" + uuid.uuid4().hex[:8]
     cands = await put_round(env, order)
     w = make_worker(env)
-    async with running(env.bus.worker("jobs.filter", "filter", w.handle, ack_wait=30)):
+    async with running(Worker(env.bus, "jobs.filter", "filter", w.handle, ack_wait=30)):
         j = job(order, cands, 0, reference, result_count=5, final_round=True)
         await env.bus.publish("jobs.filter", j, msg_id=j.job_id)
         await wait_until(lambda: env.of(order, "events.filtering.completed"), 60, "completed")
@@ -264,8 +266,8 @@ async def test_a_batch_that_always_fails_fails_its_order(env: Env, reference: li
     async def on_dead(dead: jobs_pb2.DeadLetter) -> None:
         await w.fail_order(dead)
 
-    consumer = env.bus.worker(
-        "jobs.filter", "filter", w.handle, ack_wait=5, max_deliver=2, on_dead=on_dead
+    consumer = Worker(
+        env.bus, "jobs.filter", "filter", w.handle, ack_wait=5, max_deliver=2, on_dead=on_dead
     )
     async with running(consumer):
         j = job(order, cands[:2], 0, reference, result_count=2)

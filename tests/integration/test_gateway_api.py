@@ -14,8 +14,8 @@ from google.rpc import error_details_pb2
 from PIL import Image
 
 from headshots.v1 import headshots_pb2 as pb
-from services.common.errors import details_of, status_of
-from services.gateway.testing import GatewayUnderTest, SimWorkers, start_gateway
+from services.common.grpc.errors import details_of, status_of
+from tests.support.gateway_harness import GatewayUnderTest, SimWorkers, start_gateway
 
 pytestmark = pytest.mark.integration
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.gateway.cli import app
-from services.gateway.testing import GatewayUnderTest, SimWorkers, start_gateway
+from clients.cli import app
+from tests.support.gateway_harness import GatewayUnderTest, SimWorkers, start_gateway
 
 pytestmark = pytest.mark.integration
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"

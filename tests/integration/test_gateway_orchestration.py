@@ -12,10 +12,10 @@ import pytest
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
-from services.common.bus import JOBS_STREAM
+from services.common.bus.ids import JOBS_STREAM
 from services.gateway.orchestrator import DURABLE
 from services.gateway.orders import TRANSITIONS
-from services.gateway.testing import GatewayUnderTest, SimWorkers, start_gateway
+from tests.support.gateway_harness import GatewayUnderTest, SimWorkers, start_gateway
 
 pytestmark = pytest.mark.integration
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"

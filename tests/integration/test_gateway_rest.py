@@ -17,7 +17,7 @@ import pytest
 from openapi_spec_validator import validate
 from PIL import Image
 
-from services.gateway.testing import GatewayUnderTest, SimWorkers, start_gateway
+from tests.support.gateway_harness import GatewayUnderTest, SimWorkers, start_gateway
 
 pytestmark = pytest.mark.integration
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"

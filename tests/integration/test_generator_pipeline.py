@@ -12,8 +12,8 @@ from services.generator.output import DIGITAL_SOURCE_TYPE, digital_source_type
 from services.generator.pipeline import AdapterError, WarmPipeline, adapter_bytes, parse_adapter
 from services.generator.preview import Previewer, PreviewRefused
 from services.generator.settings import GeneratorSettings
-from services.generator.styles import load_catalogue
-from tests.integration.generator_models import make_adapter, tiny_sd15
+from services.policy.styles import load_catalogue
+from tests.support.generator_models import make_adapter, tiny_sd15
 
 pytestmark = pytest.mark.integration
 

@@ -19,18 +19,19 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
+from devstack.embedded import NatsServer, free_port
 from headshots.v1 import jobs_pb2
-from services.common.blobs import BlobStore, blob_key, open_blob_store
-from services.common.bus import Bus
-from services.common.deadletter import list_dead_letters
-from services.common.embedded import NatsServer, free_port
+from services.common.bus.client import Bus
+from services.common.bus.deadletter import list_dead_letters
+from services.common.storage.base import BlobStore, blob_key
+from services.common.storage.factory import open_blob_store
 from services.generator.output import DIGITAL_SOURCE_TYPE, digital_source_type
 from services.generator.pipeline import WarmPipeline, adapter_bytes
 from services.generator.settings import GeneratorSettings
-from services.generator.styles import load_catalogue
 from services.generator.worker import GeneratorWorker
-from tests.integration.bus_helpers import REPO, running, wait_until
-from tests.integration.generator_models import make_adapter, tiny_sd15
+from services.policy.styles import load_catalogue
+from tests.support.bus_helpers import REPO, running, wait_until
+from tests.support.generator_models import make_adapter, tiny_sd15
 
 pytestmark = pytest.mark.integration
 

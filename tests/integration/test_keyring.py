@@ -17,15 +17,16 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import db
-from services.common.blobs import BlobNotFound, BlobStore, blob_key, open_blob_store
-from services.common.blobs_encrypted import EncryptedBlobStore
-from services.common.blobs_local import LocalBlobStore
-from services.common.blobs_s3 import S3BlobStore
-from services.common.crypto import DecryptionError, generate_data_key
-from services.common.embedded import Postgres, free_port
-from services.common.keyring import KeyDestroyed, KeyMissing, Keyring, KeyringError, data_keys
+from devstack.embedded import Postgres, free_port
+from services.common.db import engine as db
+from services.common.keys.crypto import DecryptionError, generate_data_key
+from services.common.keys.keyring import KeyDestroyed, KeyMissing, Keyring, KeyringError, data_keys
 from services.common.settings import ServiceSettings
+from services.common.storage.base import BlobNotFound, BlobStore, blob_key
+from services.common.storage.encrypted import EncryptedBlobStore
+from services.common.storage.factory import open_blob_store
+from services.common.storage.local import LocalBlobStore
+from services.common.storage.s3 import S3BlobStore
 
 pytestmark = pytest.mark.integration
 

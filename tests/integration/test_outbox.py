@@ -16,10 +16,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.common.bus import EVENTS_STREAM, Bus
-from services.common.embedded import NatsServer, Postgres
-from services.common.outbox import OutboxRelay, enqueue, outbox_table
-from tests.integration.bus_helpers import kill_hard, spawn_python
+from devstack.embedded import NatsServer, Postgres
+from services.common.bus.client import Bus
+from services.common.bus.ids import EVENTS_STREAM
+from services.common.bus.outbox import OutboxRelay, enqueue, outbox_table
+from tests.support.bus_helpers import kill_hard, spawn_python
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ CRASHING_WRITER = """
 import asyncio, sys
 from sqlalchemy import Column, Integer, MetaData, Table, Text, insert
 from sqlalchemy.ext.asyncio import create_async_engine
-from services.common.outbox import enqueue, outbox_table
+from services.common.bus.outbox import enqueue, outbox_table
 
 async def main(url, schema):
     md = MetaData()

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from services.common import db
-from services.common.blobs import blob_key, open_blob_store
-from services.common.blobs_encrypted import EncryptedBlobStore
-from services.common.embedded import Postgres
-from services.common.keyring import KeyDestroyed, Keyring
+from devstack.embedded import Postgres
+from services.common.db import engine as db
+from services.common.keys.keyring import KeyDestroyed, Keyring
+from services.common.storage.base import blob_key
+from services.common.storage.encrypted import EncryptedBlobStore
+from services.common.storage.factory import open_blob_store
 from services.retention.clock import FixedClock
 from services.retention.core import Retention
 from services.retention.order_rows import scan_for_order

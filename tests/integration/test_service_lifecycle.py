@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.stack import SERVICES, Stack, health_status
+from devstack.stack import SERVICES, Stack, health_status
 
 pytestmark = pytest.mark.integration
 

@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
+from devstack.embedded import NatsServer, free_port
 from headshots.v1 import headshots_pb2, jobs_pb2
 from models.tiny_diffusion import build
-from services.common.blobs import blob_key, open_blob_store
-from services.common.bus import Bus
-from services.common.embedded import NatsServer, free_port
-from tests.integration.bus_helpers import REPO, wait_until
+from services.common.bus.client import Bus
+from services.common.storage.base import blob_key
+from services.common.storage.factory import open_blob_store
+from tests.support.bus_helpers import REPO, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common import crypto
-from services.common.crypto import DecryptionError
+from services.common.keys import crypto
+from services.common.keys.crypto import DecryptionError
 
 FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 KEY = b"k" * 32

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.filter.face_mesh import EyeState
-from tests.unit._face_stack import face_stack, photo
+from services.faces.face_mesh import EyeState
+from tests.support.face_stack import face_stack, photo
 
 # Eyes ≥ 45 px wide: enough pixels for the edit to look like a moved iris.
 GAZE_PHOTOS = [

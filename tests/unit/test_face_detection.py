@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.filter.face_stack import align_chip
-from services.filter.quality import laplacian_variance
-from tests.unit._face_stack import face_stack, photo, photos
+from services.faces.face_stack import align_chip
+from services.faces.quality import laplacian_variance
+from tests.support.face_stack import face_stack, photo, photos
 
 WHOLE = photos("obama") + photos("biden") + photos("others")
 

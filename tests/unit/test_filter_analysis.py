@@ -10,12 +10,12 @@ import pytest
 from PIL import Image, ImageFilter
 
 from headshots.v1 import internal_pb2
+from services.faces.face_stack import Hand
+from services.faces.identity import IdentityModel
 from services.filter.analysis import SelfieAnalyzer
-from services.filter.face_stack import Hand
-from services.filter.identity import IdentityModel
 from services.filter.scoring import CandidateScorer, CandidateThresholds, hand_score
 from tests.conftest import FIXTURES
-from tests.unit._face_stack import built_models, face_stack, photo, photos
+from tests.support.face_stack import built_models, face_stack, photo, photos
 from tests.unit.test_eyes_hands import shift_iris
 
 

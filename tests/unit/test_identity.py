@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.filter.calibration import (
+from bench.identity_calibration import (
     equal_error_rate,
     find_landmarks,
     load_fixture_faces,
     pair_distances,
     rates,
 )
-from services.filter.duplicates import duplicates_to_drop, near_duplicates
-from services.filter.identity import (
+from services.faces.duplicates import duplicates_to_drop, near_duplicates
+from services.faces.identity import (
     IdentityError,
     IdentityModel,
     different_person,
@@ -31,7 +31,7 @@ from services.filter.identity import (
     likeness_to,
     load_identity_thresholds,
 )
-from services.filter.identity_align import AlignmentError, align_chip, align_chips
+from services.faces.identity_align import AlignmentError, align_chip, align_chips
 
 
 @dataclass

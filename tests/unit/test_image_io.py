@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.filter.image_io import DecodeLimits, ImageError, decode_image
+from services.faces.image_io import DecodeLimits, ImageError, decode_image
 from tests.conftest import FIXTURES
 
 
@@ -107,7 +107,7 @@ def test_webp_and_real_fixture_decode() -> None:
 
 
 def test_bad_input_through_the_face_stack_is_a_reason_not_a_crash() -> None:
-    from tests.unit._face_stack import face_stack
+    from tests.support.face_stack import face_stack
 
     stack = face_stack()
     for data in (b"junk", _png_header_only(20000, 20000), _encode(Image.new("RGB", (1, 1)), "PNG")):

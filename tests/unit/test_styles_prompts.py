@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.generator.prompt_screen import Category, screen_prompt
-from services.generator.styles import (
+from services.policy.prompt_screen import Category, screen_prompt
+from services.policy.styles import (
     MIN_STYLES,
     StyleCatalogue,
     StyleError,

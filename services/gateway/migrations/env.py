@@ -1,5 +1,5 @@
 """Alembic env for the gateway schema; the logic is shared by every service."""
 
-from services.common.migrations_env import run
+from services.common.db.migrations import run
 
 run("gateway")

@@ -1,7 +1,7 @@
 """Fault injection for the e2e tests, loaded into a service process through PYTHONPATH.
 
 Python imports `sitecustomize` at start-up. This one installs an import hook that, once
-`services.common.bus_worker` is loaded, wraps every `Worker`'s handler: a job whose order
+`services.common.bus.consumer` is loaded, wraps every `Worker`'s handler: a job whose order
 id is listed in the file named by `HS_E2E_CRASH_FILE` (lines `<subject> <order id>`) makes
 the handler raise, on every delivery. Nothing else changes, so the service's own retry,
 MaxDeliver and dead-letter paths are what the test observes. Only the e2e stacks set the
@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-TARGET = "services.common.bus_worker"
+TARGET = "services.common.bus.consumer"
 JOB_TYPES = {"jobs.train": "TrainJob", "jobs.generate": "GenerateJob", "jobs.filter": "FilterJob"}
 
 

@@ -1,0 +1,152 @@
+"""Transactional outbox: a state change and the message it causes commit together.
+
+The service writes its row and an outbox row in one transaction (`enqueue`); `OutboxRelay`
+later publishes unpublished rows with `Nats-Msg-Id = msg_id` and marks them sent. A crash
+before commit leaves neither; a crash after publish but before marking re-publishes the
+same msg id, which JetStream drops inside its 2-minute dedup window. Several relays may run:
+each claims rows with `FOR UPDATE SKIP LOCKED`, so a row is published by one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import Message
+from opentelemetry import propagate
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+if TYPE_CHECKING:
+    from services.common.bus.client import Bus
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+def outbox_table(metadata: MetaData, schema: str) -> Table:
+    """The `outbox` table in `schema` (each owning service has its own)."""
+    table = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),  # BIGSERIAL
+        Column("msg_id", Text, nullable=False, unique=True),
+        Column("subject", Text, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("headers", JSONB, nullable=False, server_default="{}"),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        schema=schema,
+    )
+    # The relay only ever reads unpublished rows in id order: keep that index tiny.
+    Index(
+        f"ix_{schema}_outbox_unpublished",
+        table.c.id,
+        postgresql_where=table.c.published_at.is_(None),
+    )
+    return table
+
+
+async def enqueue(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    subject: str,
+    payload: bytes | Message,
+    msg_id: str,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Add a message to the outbox inside the caller's transaction (no commit here).
+
+    The current trace context is stored with it, so the relay's publish continues the trace.
+    """
+    if not msg_id:
+        raise ValueError("outbox message needs a msg_id (it becomes Nats-Msg-Id)")
+    data = payload.SerializeToString() if isinstance(payload, Message) else bytes(payload)
+    hdrs = dict(headers or {})
+    propagate.inject(hdrs)
+    await session.execute(
+        insert(table).values(msg_id=msg_id, subject=subject, payload=data, headers=hdrs)
+    )
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows. `await run()` until `await stop()`."""
+
+    def __init__(
+        self, engine: AsyncEngine, table: Table, bus: Bus, poll_interval: float = 0.2
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.bus = bus
+        self.poll_interval = poll_interval
+        self._stopping = asyncio.Event()
+        # Rows this relay published (for metrics, and to show relays never share a row).
+        self.published = 0
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sent = await self.relay_once()
+            except Exception:
+                # Database or NATS away: the rows stay unpublished; try again shortly.
+                log.exception("outbox relay pass failed")
+                sent = 0
+            if sent < BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were published."""
+        t = self.table
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.c.id, t.c.msg_id, t.c.subject, t.c.payload, t.c.headers)
+                    .where(t.c.published_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            done: list[int] = []
+            failure: Exception | None = None
+            for row in rows:
+                try:
+                    await self.bus.publish(
+                        row.subject, bytes(row.payload), msg_id=row.msg_id, headers=row.headers
+                    )
+                except Exception as err:
+                    # Stop here to keep id order; the rest goes out on a later pass.
+                    failure = err
+                    break
+                done.append(row.id)
+            if done:
+                # Committed together with what did go out, even if a later publish failed.
+                await conn.execute(
+                    update(t).where(t.c.id.in_(done)).values(published_at=func.now())
+                )
+        self.published += len(done)
+        if failure is not None:
+            raise failure
+        return len(done)
