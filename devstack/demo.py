@@ -34,10 +34,10 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.rpc import error_details_pb2
 
+from clients import cli
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from services.common.grpc.errors import details_of, status_of
-from clients import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = (ROOT / "tests" / "fixtures" / "faces" / "obama").resolve()

@@ -1,16 +1,16 @@
-"""What every worker service (trainer, generator, filter) opens at start-up and closes at
-shutdown: the database (when it has tables, or the blob store needs the keyring), the blob
-store, the JetStream connection with its streams, and the erased-orders listener.
+"""What a service opens at start-up and closes at shutdown, as one async context manager.
 
-Everything opened is recorded in the service's `state` mapping as soon as it exists, so a
+The database (when the service has tables, or the blob store needs the keyring), the blob
+store, the JetStream connection with its streams, and the erased-orders listener. Closing
+runs in reverse order, so nothing still running writes to a closed connection, and a
 shutdown during start-up closes exactly what was opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,48 +23,45 @@ from services.common.storage.factory import open_blob_store
 
 
 @dataclass
-class WorkerResources:
+class Resources:
+    url: str | None
     engine: AsyncEngine | None
     blobs: BlobStore
     bus: Bus
-    erased: ErasedOrders
+    erased: ErasedOrders | None
 
 
-async def open_worker_resources(
+@asynccontextmanager
+async def open_resources(
     settings: ServiceSettings,
     name: str,
-    state: MutableMapping[str, Any],
     *,
     schemas: Iterable[str] = (),
-) -> WorkerResources:
-    """`schemas`: the service's own migrations, run after the keyring's."""
+    erasures: bool = True,
+    database: bool = False,
+) -> AsyncIterator[Resources]:
+    """`schemas`: the service's own migrations, run after the keyring's. `erasures`: listen
+    for erased orders (workers drop their jobs). `database`: connect even without tables."""
     schemas = list(schemas)
-    engine = None
-    # Encrypted blobs need the keyring's tables; a service with tables of its own needs
-    # the database anyway.
-    if settings.master_key is not None or schemas:
-        url = db.database_url(settings)
-        for schema in ("keyring", *schemas):
-            await db.migrate(url, schema)
-        engine = db.create_engine(url)
-        state["engine"] = engine
-    blobs = open_blob_store(settings, engine=engine)
-    bus = await Bus.connect(settings.nats_url, name)
-    state["bus"] = bus
-    await bus.ensure_streams(replicas=settings.jetstream_replicas)
-    erased = ErasedOrders(bus)
-    await erased.start()
-    state["erased"] = erased
-    return WorkerResources(engine, blobs, bus, erased)
-
-
-async def close_resources(state: MutableMapping[str, Any]) -> None:
-    """After the worker stopped taking jobs: stop listening for erasures, close NATS, the
-    database pool; in this order, so nothing still running writes
-    to a closed connection. Any of them may be absent."""
-    if (erased := state.get("erased")) is not None:
-        await erased.stop()
-    if (bus := state.get("bus")) is not None:
-        await bus.close()
-    if (engine := state.get("engine")) is not None:
-        await engine.dispose()
+    async with AsyncExitStack() as stack:
+        # 1. The database: encrypted blobs need the keyring's tables.
+        url = engine = None
+        if database or schemas or settings.master_key is not None:
+            url = db.database_url(settings)
+            for schema in ("keyring", *schemas):
+                await db.migrate(url, schema)
+            engine = db.create_engine(url)
+            stack.push_async_callback(engine.dispose)
+        # 2. The blob store (encrypted under the order's key when a master key is set).
+        blobs = open_blob_store(settings, engine=engine)
+        # 3. JetStream, with the platform's streams.
+        bus = await Bus.connect(settings.nats_url, name)
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams(replicas=settings.jetstream_replicas)
+        # 4. Erasures, so a job of an erased order is dropped rather than done.
+        erased = None
+        if erasures:
+            erased = ErasedOrders(bus)
+            await erased.start()
+            stack.push_async_callback(erased.stop)
+        yield Resources(url, engine, blobs, bus, erased)

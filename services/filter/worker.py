@@ -23,12 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2, jobs_pb2
 from services.common import metrics
+from services.common.bus import ids
 from services.common.bus.client import Bus
 from services.common.bus.consumer import JobContext
 from services.common.bus.erasure import ErasedOrders
+from services.common.bus.handler import JobHandler, Stage
 from services.common.bus.outbox import enqueue
 from services.common.db.engine import compare_and_set
-from services.common.keys.keyring import KeyDestroyed
 from services.common.storage.base import BlobStore
 from services.filter.tables import candidates, outbox, rounds
 
@@ -71,7 +72,10 @@ def scores_pb(scores: dict[str, float]) -> headshots_pb2.Scores:
     return headshots_pb2.Scores(**{k: float(v) for k, v in scores.items() if k in fields})
 
 
-class FilterWorker:
+class FilterWorker(JobHandler[jobs_pb2.FilterJob]):
+    STAGE = Stage("filtering", headshots_pb2.STAGE_FILTERING, ids.FILTER, "filter")
+    JOB = jobs_pb2.FilterJob
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -83,50 +87,27 @@ class FilterWorker:
         erased: ErasedOrders | None = None,
         batch: int = 16,
     ) -> None:
+        super().__init__(bus, erased)
         self.engine = engine
         self.blobs = blobs
-        self.bus = bus
         self.scorer = scorer
         # services.filter.selection.select_results(picks, n) -> (ranked ids, gate counts)
         self.select = select
-        self.erased = erased
         self.batch = batch
 
-    async def handle(self, ctx: JobContext) -> None:
-        job = ctx.parse(jobs_pb2.FilterJob)
-        if self.erased is not None and self.erased.is_erased(job.tenant_id, job.order_id):
-            log.info("order erased; dropping filter job", extra={"fields": {"job": job.job_id}})
-            return
-        try:
-            await self._handle(job)
-        except KeyDestroyed:
-            log.info(
-                "order's key destroyed (erased); dropping", extra={"fields": {"job": job.job_id}}
-            )
+    async def run(self, job: jobs_pb2.FilterJob, ctx: JobContext) -> None:
+        await self._handle(job)
 
-    async def fail_order(self, dead: jobs_pb2.DeadLetter) -> None:
-        """A filter job that exhausted its deliveries fails its order, with the reason:
-        an order must reach a terminal state, and without this batch the round never
-        completes."""
-        job = jobs_pb2.FilterJob()
-        try:
-            job.ParseFromString(dead.payload)
-        except Exception:
-            log.exception("dead filter job is unreadable; its order is left to the reconciler")
-            return
-        reason = dead.reason or "filtering failed"
-        event = jobs_pb2.OrderEvent(
-            event_id=f"{job.order_id}:filtering:failed:r{job.round}:b{job.batch}",
-            tenant_id=job.tenant_id,
-            order_id=job.order_id,
-            stage=headshots_pb2.STAGE_FILTERING,
-            kind=jobs_pb2.EVENT_KIND_FAILED,
-            failure_reason=f"filtering failed: {reason}",
-            job_id=job.job_id,
-            round=job.round,
-        )
-        event.time.GetCurrentTime()
-        await self.bus.publish("events.filtering.failed", event, msg_id=event.event_id)
+    def event_parts(self, job: jobs_pb2.FilterJob) -> tuple[str | int, ...]:
+        # A failure is per batch: each failed batch of a round is its own fact.
+        return (f"r{job.round}", f"b{job.batch}")
+
+    def event_fields(self, job: jobs_pb2.FilterJob) -> dict[str, object]:
+        return {"round": job.round}
+
+    def failure_reason(self, reason: str) -> str:
+        # Without this batch the round never completes: a dead filter job fails its order.
+        return f"filtering failed: {reason}"
 
     async def _handle(self, job: jobs_pb2.FilterJob) -> None:
         t, o = job.tenant_id, job.order_id
@@ -230,7 +211,7 @@ class FilterWorker:
                 candidate=cand, scores=scores_pb(r.scores), rejection_reasons=list(r.reasons)
             )
         event = jobs_pb2.OrderEvent(
-            event_id=f"{o}:filtering:scored:r{job.round}:b{job.batch}",
+            event_id=ids.event_id(o, "filtering", "scored", f"r{job.round}", f"b{job.batch}"),
             tenant_id=t,
             order_id=o,
             stage=headshots_pb2.STAGE_FILTERING,
@@ -314,13 +295,13 @@ class FilterWorker:
                 for r in every:
                     for reason in r.reasons:
                         summary.by_reason[reason] = summary.by_reason.get(reason, 0) + 1
-                event.event_id = f"{o}:filtering:completed"
+                event.event_id = ids.event_id(o, "filtering", "completed")
                 event.kind = jobs_pb2.EVENT_KIND_COMPLETED
                 event.selection.CopyFrom(jobs_pb2.Selection(result_ids=ranked, summary=summary))
                 event.detail = json.dumps({"gates": gates})
                 subject = "events.filtering.completed"
             else:
-                event.event_id = f"{o}:filtering:needs_more:r{job.round}"
+                event.event_id = ids.event_id(o, "filtering", "needs_more", f"r{job.round}")
                 event.kind = jobs_pb2.EVENT_KIND_NEEDS_MORE
                 event.needs_more.CopyFrom(
                     jobs_pb2.MoreCandidatesNeeded(
@@ -328,7 +309,7 @@ class FilterWorker:
                     )
                 )
                 subject = "events.filtering.needs_more"
-            await enqueue(conn, outbox, subject, event, msg_id=event.event_id)
+            await enqueue(conn, outbox, subject, event, event.event_id, tenant_id=t, order_id=o)
         log.info(
             "round decided",
             extra={

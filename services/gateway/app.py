@@ -18,13 +18,11 @@ import uvicorn
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2_grpc
-from services.common.bus.client import Bus
 from services.common.bus.consumer import Worker
 from services.common.bus.outbox import OutboxRelay
-from services.common.db import engine as db
 from services.common.grpc.server import ServiceHost
 from services.common.ports import free_port
-from services.common.storage.factory import open_blob_store
+from services.common.resources import open_resources
 from services.gateway.auth import Authenticator
 from services.gateway.openapi import build_openapi
 from services.gateway.orchestrator import DURABLE, SUBJECT, Orchestrator
@@ -58,6 +56,7 @@ class GatewayApp:
         self.host = ServiceHost(settings)
         self.http_port = 0
         self._closers: list[Any] = []
+        self._resources = contextlib.AsyncExitStack()
         self._uvicorn: uvicorn.Server | None = None
 
     @property
@@ -67,13 +66,11 @@ class GatewayApp:
     async def prepare(self) -> None:
         """Connect to PostgreSQL, NATS and the internal services; register everything."""
         s = self.settings
-        url = db.database_url(s)
-        await db.migrate(url, "keyring")
-        await db.migrate(url, "gateway")
-        self.engine = db.create_engine(url)
-        blobs = open_blob_store(s, engine=self.engine)
-        self.bus = await Bus.connect(s.nats_url, name="gateway")
-        await self.bus.ensure_streams(replicas=s.jetstream_replicas)
+        res = await self._resources.enter_async_context(
+            open_resources(s, "gateway", schemas=["gateway"], erasures=False)
+        )
+        assert res.engine is not None
+        self.engine, self.bus, blobs = res.engine, res.bus, res.blobs
         channels = {
             name: grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
             for name, addr in (
@@ -164,8 +161,7 @@ class GatewayApp:
             with contextlib.suppress(Exception):
                 await channel.close()
         await self.hub.stop()
-        await self.bus.close()
-        await self.engine.dispose()
+        await self._resources.aclose()
 
     async def stop(self) -> None:
         await self.host.stop()

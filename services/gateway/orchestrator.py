@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
 from services.common import metrics
+from services.common.bus import ids
 from services.common.bus.consumer import JobContext
 from services.gateway import orders as om
 from services.gateway.orders import Outgoing
@@ -181,7 +182,7 @@ class Orchestrator:
         instance_prompt: str | None = None,
     ) -> jobs_pb2.GenerateJob:
         return jobs_pb2.GenerateJob(
-            job_id=f"{row.order_id}:generate:r{round_}",
+            job_id=ids.generate_job_id(row.order_id, round_),
             tenant_id=row.tenant_id,
             order_id=row.order_id,
             adapter_key=adapter_key if adapter_key is not None else row.adapter_key,

@@ -18,12 +18,13 @@ from typing import Any
 import grpc
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from opentelemetry import propagate
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
 from services.common import metrics
+from services.common.bus import ids
+from services.common.bus.outbox import enqueue as outbox_enqueue
 from services.common.db.engine import compare_and_set
 from services.common.grpc.errors import ApiError
 from services.gateway.tables import order_changes, orders, outbox
@@ -159,31 +160,20 @@ class Outgoing:
 
 
 async def enqueue(conn: AsyncConnection, tenant_id: str, order_id: str, msg: Outgoing) -> None:
-    """Like services.common.bus.outbox.enqueue, plus the row's tenant/order (erasure finds it).
-
-    A msg id already in the outbox is a no-op: the same fact written twice goes out once.
-    """
-    from sqlalchemy.dialects.postgresql import insert
-
-    headers: dict[str, str] = {}
-    propagate.inject(headers)
-    await conn.execute(
-        insert(outbox)
-        .values(
-            msg_id=msg.msg_id,
-            subject=msg.subject,
-            payload=msg.payload.SerializeToString(),
-            headers=headers,
-            tenant_id=tenant_id,
-            order_id=order_id,
-        )
-        .on_conflict_do_nothing(index_elements=[outbox.c.msg_id])
+    await outbox_enqueue(
+        conn,
+        outbox,
+        msg.subject,
+        msg.payload,
+        msg.msg_id,
+        tenant_id=tenant_id,
+        order_id=order_id,
     )
 
 
 def lifecycle_message(row: Any, state: int) -> Outgoing:
     event = jobs_pb2.LifecycleEvent(
-        event_id=f"{row.order_id}:lifecycle:{state_name(state).lower()}",
+        event_id=ids.lifecycle_event_id(row.order_id, state_name(state)),
         tenant_id=row.tenant_id,
         order_id=row.order_id,
         state=state,

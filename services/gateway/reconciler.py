@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
+from services.common.bus import ids
 from services.common.bus.client import Bus
 from services.common.bus.ids import JOBS_STREAM
 from services.gateway import orders as om
@@ -207,7 +208,7 @@ class Reconciler:
             )
         ).scalars()
         return jobs_pb2.TrainJob(
-            job_id=f"{row.order_id}:train",
+            job_id=ids.train_job_id(row.order_id),
             tenant_id=row.tenant_id,
             order_id=row.order_id,
             photo_keys=list(keys),

@@ -30,11 +30,11 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescr
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status._common import GRPC_DETAILS_METADATA_KEY
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from services.common.grpc.errors import GRPC_DETAILS_METADATA_KEY
 from services.gateway.httprules import Route, routes
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2, internal_pb2_grpc, jobs_pb2
+from services.common.bus import ids
 from services.common.grpc.errors import ApiError, not_found
 from services.common.grpc.server import outgoing_timeout
 from services.common.storage.base import BlobNotFound, BlobStore, blob_key, order_prefix
@@ -500,7 +501,7 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
             if current is None or current.state != "UPLOADING":
                 raise om.refuse_transition(current or row, "submit")
             job = jobs_pb2.TrainJob(
-                job_id=f"{row.order_id}:train",
+                job_id=ids.train_job_id(row.order_id),
                 tenant_id=tenant_id,
                 order_id=row.order_id,
                 photo_keys=[p.blob_key for p in usable],

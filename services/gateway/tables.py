@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from services.common.bus.outbox import outbox_table
+
 SCHEMA = "gateway"
 metadata = sa.MetaData(schema=SCHEMA)
 
@@ -182,23 +184,4 @@ processed_events = sa.Table(
     ),
 )
 
-outbox = sa.Table(
-    "outbox",
-    metadata,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-    sa.Column("msg_id", sa.Text, nullable=False, unique=True),
-    sa.Column("subject", sa.Text, nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Column("headers", JSONB, nullable=False, server_default="{}"),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
-    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("tenant_id", sa.Text, nullable=True),
-    sa.Column("order_id", sa.Text, nullable=True),
-)
-sa.Index(
-    "ix_gateway_outbox_unpublished",
-    outbox.c.id,
-    postgresql_where=outbox.c.published_at.is_(None),
-)
+outbox = outbox_table(metadata, "gateway")

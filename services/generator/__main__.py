@@ -9,27 +9,18 @@ or hand it back (nak); a redelivery resumes from the images already stored.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from headshots.v1 import internal_pb2_grpc
 from services.common.grpc.server import ServiceHost, run_service
-from services.common.resources import close_resources, open_worker_resources
+from services.common.resources import open_resources
 from services.generator.servicer import SERVICE_NAME, GeneratorServicer
 from services.generator.settings import GeneratorSettings
-from services.policy.styles import StyleCatalogue, platform_catalogue
-
-log = logging.getLogger("services.generator")
+from services.policy.styles import platform_catalogue
 
 
 async def main() -> None:
     settings = GeneratorSettings(service_name="generator")
-    if settings.grpc_port == 0:
-        settings.grpc_port = 50052
-    host = ServiceHost(settings)
-    state: dict[str, object] = {}
-
-    catalogue: StyleCatalogue = platform_catalogue()
-
+    host = ServiceHost(settings, default_port=50052)
     servicer = GeneratorServicer()
     host.add(internal_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
 
@@ -39,25 +30,14 @@ async def main() -> None:
         from services.generator.preview import Previewer
         from services.generator.worker import GeneratorWorker
 
+        catalogue = platform_catalogue()
         pipeline = await asyncio.to_thread(WarmPipeline.load, settings)
-        res = await open_worker_resources(settings, "generator", state)
+        res = await host.enter(open_resources(settings, "generator"))
         gen = GeneratorWorker(settings, pipeline, res.blobs, res.bus, catalogue, erased=res.erased)
-        state.update(worker=gen.worker())
         servicer.previewer = Previewer(settings, pipeline, catalogue)
-
-    async def run_worker() -> None:
-        worker = state["worker"]
-        await worker.run()  # type: ignore[attr-defined]
-
-    async def stop() -> None:
-        worker = state.get("worker")
-        if worker is not None:
-            await worker.stop(drain=True, grace=settings.shutdown_grace_seconds - 2)  # type: ignore[attr-defined]
-        await close_resources(state)
+        host.consume(gen.worker())
 
     host.on_startup(start)
-    host.background(run_worker)
-    host.on_shutdown(stop)
     await host.run()
 
 

@@ -33,14 +33,6 @@ def image_seed(seed_base: int, round_: int, index: int) -> int:
     return (int(seed_base) + round_ * ROUND_SEED_STRIDE + index) % SEED_MODULUS
 
 
-def generate_job_id(order_id: str, round_: int) -> str:
-    return f"{order_id}:generate:r{round_}"
-
-
-def filter_job_id(order_id: str, round_: int, batch: int) -> str:
-    return f"{order_id}:filter:r{round_}:b{batch}"
-
-
 @dataclass(frozen=True, slots=True)
 class PlannedImage:
     index: int

@@ -18,15 +18,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from google.protobuf.timestamp_pb2 import Timestamp
+from typing import Any
 
 from headshots.v1 import headshots_pb2, jobs_pb2
 from services.common import metrics
+from services.common.bus import ids
 from services.common.bus.client import Bus
-from services.common.bus.consumer import JobContext, PermanentError, Worker
+from services.common.bus.consumer import JobContext, Worker
 from services.common.bus.erasure import ErasedOrders
-from services.common.keys.keyring import KeyDestroyed
+from services.common.bus.handler import JobHandler, JobRefused, Stage
 from services.common.storage.base import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
 from services.generator.output import EXTENSIONS, encode_image
 from services.generator.pipeline import AdapterError, WarmPipeline, parse_adapter
@@ -34,7 +34,6 @@ from services.generator.sampling import (
     EtaTracker,
     PlannedBatch,
     PlannedImage,
-    filter_job_id,
     plan_round,
 )
 from services.generator.settings import GeneratorSettings
@@ -52,21 +51,11 @@ DURABLE = "generator"
 MAX_PENDING_PUBLISHES = 2
 
 
-class JobRefused(Exception):
-    """The job cannot be done as asked (bad prompt, unknown style, budget spent, ...)."""
-
-
 @dataclass(frozen=True, slots=True)
 class StoredCandidate:
     image: PlannedImage
     key: str
     size: int
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _round_of(name: str) -> int | None:
@@ -77,7 +66,10 @@ def _round_of(name: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-class GeneratorWorker:
+class GeneratorWorker(JobHandler[jobs_pb2.GenerateJob]):
+    STAGE = Stage("generation", headshots_pb2.STAGE_GENERATION, ids.GENERATE, "generator")
+    JOB = jobs_pb2.GenerateJob
+
     def __init__(
         self,
         settings: GeneratorSettings,
@@ -89,12 +81,11 @@ class GeneratorWorker:
         erased: ErasedOrders | None = None,
         after_batch: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__(bus, erased)
         self.settings = settings
         self.pipeline = pipeline
         self.blobs = blobs
-        self.bus = bus
         self.catalogue = catalogue
-        self.erased = erased
         # Test hook: awaited after each batch is rendered (e.g. to observe pipelining).
         self.after_batch = after_batch
         self.fmt = settings.output_format
@@ -102,38 +93,19 @@ class GeneratorWorker:
 
     # ------------------------------------------------------------------ entry points
 
-    def worker(self) -> object:
-        return Worker(
-            self.bus,
-            SUBJECT,
-            DURABLE,
-            self.handle,
-            ack_wait=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver,
-            on_dead=self.on_dead,
+    def worker(self) -> Worker:
+        return self.consumer(
+            ack_wait=self.settings.ack_wait_s, max_deliver=self.settings.max_deliver
         )
 
-    async def handle(self, ctx: JobContext) -> None:
-        job = ctx.parse(jobs_pb2.GenerateJob)
-        if self.erased is not None and self.erased.is_erased(job.tenant_id, job.order_id):
-            log.info("order erased; dropping generate job", extra={"fields": {"job": job.job_id}})
-            return
-        try:
-            await self.run_job(job)
-        except JobRefused as err:
-            await self._publish_failed(job, str(err))
-            raise PermanentError(str(err)) from err
-        except KeyDestroyed:
-            # Erased while we worked: abandon, write nothing more (PLATFORM.md).
-            log.info("order's key destroyed; abandoning", extra={"fields": {"job": job.job_id}})
+    async def run(self, job: jobs_pb2.GenerateJob, ctx: JobContext) -> None:
+        await self.run_job(job)
 
-    async def on_dead(self, dead: jobs_pb2.DeadLetter) -> None:
-        job = jobs_pb2.GenerateJob()
-        try:
-            job.ParseFromString(dead.payload)
-        except Exception:
-            return
-        await self._publish_failed(job, dead.reason or "generation failed")
+    def event_parts(self, job: jobs_pb2.GenerateJob) -> tuple[str | int, ...]:
+        return (f"r{job.round}",)
+
+    def event_fields(self, job: jobs_pb2.GenerateJob) -> dict[str, object]:
+        return {"round": job.round}
 
     # ------------------------------------------------------------------ one round
 
@@ -324,7 +296,7 @@ class GeneratorWorker:
             for img in batch.images
         ]
         fjob = jobs_pb2.FilterJob(
-            job_id=filter_job_id(o, job.round, batch.number),
+            job_id=ids.filter_job_id(o, job.round, batch.number),
             tenant_id=t,
             order_id=o,
             round=job.round,
@@ -347,42 +319,7 @@ class GeneratorWorker:
         )
 
     async def _publish_event(
-        self,
-        job: jobs_pb2.GenerateJob,
-        name: str,
-        kind: int,
-        *,
-        detail: str = "",
-        done: int = 0,
-        total: int = 0,
-        eta_seconds: float = 0.0,
-        failure_reason: str = "",
-        model_seconds: float = 0.0,
+        self, job: jobs_pb2.GenerateJob, name: str, kind: int, *, detail: str = "", **fields: Any
     ) -> None:
-        suffix = f":{detail}" if detail else ""
-        event = jobs_pb2.OrderEvent(
-            event_id=f"{job.order_id}:generation:{name}:r{job.round}{suffix}",
-            tenant_id=job.tenant_id,
-            order_id=job.order_id,
-            stage=headshots_pb2.STAGE_GENERATION,
-            kind=kind,  # type: ignore[arg-type]
-            time=_now(),
-            done=done,
-            total=total,
-            eta_seconds=eta_seconds,
-            detail=detail,
-            failure_reason=failure_reason,
-            job_id=job.job_id,
-            model_seconds=model_seconds,
-            round=job.round,
-        )
-        await self.bus.publish(f"events.generation.{name}", event, msg_id=event.event_id)
-
-    async def _publish_failed(self, job: jobs_pb2.GenerateJob, reason: str) -> None:
-        log.warning("generation failed", extra={"fields": {"job": job.job_id, "reason": reason}})
-        try:
-            await self._publish_event(
-                job, "failed", jobs_pb2.EVENT_KIND_FAILED, failure_reason=reason
-            )
-        except Exception:
-            log.exception("could not publish the failure event for %s", job.job_id)
+        parts = (detail,) if detail else ()
+        await self.publish(self.event(job, name, kind, *parts, detail=detail, **fields), name)

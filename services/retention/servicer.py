@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
-import re
-
 import grpc
 
 from headshots.v1 import internal_pb2, internal_pb2_grpc
 from services.common.grpc.errors import ApiError
+from services.policy.names import ID_RULE, is_id
 from services.retention.core import Retention
-
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def _check(field: str, value: str, required: bool = True) -> None:
     if not value and not required:
         return
-    if not _ID.match(value or ""):
+    if not is_id(value):
         raise ApiError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"{field} must match [a-z0-9][a-z0-9-]{{0,62}}",
+            f"{field} must match {ID_RULE}",
             field_violations=[(field, f"invalid id {value!r}")],
         )
 
 
 class RetentionServicer(internal_pb2_grpc.RetentionServiceServicer):
-    def __init__(self, retention: Retention) -> None:
-        self.retention = retention
+    def __init__(self, retention: Retention | None = None) -> None:
+        # Set once the database is migrated; until then calls are answered UNAVAILABLE.
+        self._retention = retention
+
+    @property
+    def retention(self) -> Retention:
+        if self._retention is None:
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, "retention is starting; retry shortly")
+        return self._retention
+
+    @retention.setter
+    def retention(self, value: Retention) -> None:
+        self._retention = value
 
     async def Erase(
         self, request: internal_pb2.EraseRequest, context: grpc.aio.ServicerContext

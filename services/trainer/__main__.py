@@ -9,21 +9,15 @@ step and is handed back (nak) inside the grace period; a redelivery resumes from
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from services.common.grpc.server import ServiceHost, run_service
-from services.common.resources import close_resources, open_worker_resources
+from services.common.resources import open_resources
 from services.trainer.settings import TrainerSettings
-
-log = logging.getLogger("services.trainer")
 
 
 async def main() -> None:
     settings = TrainerSettings(service_name="trainer")
-    if settings.grpc_port == 0:
-        settings.grpc_port = 50054
-    host = ServiceHost(settings)
-    state: dict[str, object] = {}
+    host = ServiceHost(settings, default_port=50054)
 
     async def start() -> None:
         import torch
@@ -32,32 +26,17 @@ async def main() -> None:
 
         if settings.cpu_threads > 0:
             torch.set_num_threads(settings.cpu_threads)
-        base = settings.base_model_path()
-        if not (base / "model_index.json").is_file():
-            raise FileNotFoundError(f"base model {base} is not a diffusers folder (make models)")
-        res = await open_worker_resources(settings, "trainer", state)
+        if not (settings.base_model_path() / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"base model {settings.base_model_path()} is not a diffusers folder"
+            )
+        res = await host.enter(open_resources(settings, "trainer"))
         trainer = TrainerWorker(settings, res.blobs, res.bus, erased=res.erased)
         # Load the face stack now rather than inside the first job.
         await asyncio.to_thread(trainer._load_face_models)
-        state.update(trainer=trainer, worker=trainer.worker())
-
-    async def run_worker() -> None:
-        worker = state["worker"]
-        await worker.run()  # type: ignore[attr-defined]
-
-    async def stop() -> None:
-        trainer = state.get("trainer")
-        if trainer is not None:
-            trainer.request_stop()  # type: ignore[attr-defined]
-        worker = state.get("worker")
-        if worker is not None:
-            grace = max(1.0, settings.shutdown_grace_seconds - 2)
-            await worker.stop(drain=True, grace=grace)  # type: ignore[attr-defined]
-        await close_resources(state)
+        host.consume(trainer.worker(), before_stop=trainer.request_stop)
 
     host.on_startup(start)
-    host.background(run_worker)
-    host.on_shutdown(stop)
     await host.run()
 
 

@@ -26,14 +26,13 @@ import threading
 import time
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from headshots.v1 import headshots_pb2, jobs_pb2
 from services.common import metrics
+from services.common.bus import ids
 from services.common.bus.client import Bus
-from services.common.bus.consumer import JobContext, PermanentError, Worker
+from services.common.bus.consumer import JobContext, Worker
 from services.common.bus.erasure import ErasedOrders
-from services.common.keys.keyring import KeyDestroyed
+from services.common.bus.handler import JobHandler, JobRefused, Stage
 from services.common.storage.base import BlobNotFound, BlobStore, InvalidKey, blob_key, order_prefix
 from services.trainer.settings import TrainerSettings
 
@@ -49,17 +48,10 @@ CLASS_WORDS = {
 }
 
 
-class JobRefused(Exception):
-    """The order cannot be trained as sent (no usable photos, bad ids)."""
+class TrainerWorker(JobHandler[jobs_pb2.TrainJob]):
+    STAGE = Stage("training", headshots_pb2.STAGE_TRAINING, ids.TRAIN, "trainer")
+    JOB = jobs_pb2.TrainJob
 
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
-
-
-class TrainerWorker:
     def __init__(
         self,
         settings: TrainerSettings,
@@ -68,56 +60,26 @@ class TrainerWorker:
         *,
         erased: ErasedOrders | None = None,
     ) -> None:
+        super().__init__(bus, erased)
         self.settings = settings
         self.blobs = blobs
-        self.bus = bus
-        self.erased = erased
         self._stop = threading.Event()
         self._face_models: tuple[Any, Any] | None = None
         self._face_lock = threading.Lock()
 
     # ------------------------------------------------------------------ entry points
 
-    def worker(self) -> Any:
-        return Worker(
-            self.bus,
-            SUBJECT,
-            DURABLE,
-            self.handle,
-            ack_wait=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver,
-            on_dead=self.on_dead,
+    def worker(self) -> Worker:
+        return self.consumer(
+            ack_wait=self.settings.ack_wait_s, max_deliver=self.settings.max_deliver
         )
 
     def request_stop(self) -> None:
         """SIGTERM: checkpoint at the next step and hand the job back."""
         self._stop.set()
 
-    async def handle(self, ctx: JobContext) -> None:
-        job = ctx.parse(jobs_pb2.TrainJob)
-        if self._erased(job):
-            log.info("order erased; dropping train job", extra={"fields": {"job": job.job_id}})
-            return
-        try:
-            await self.run_job(job, delivery=ctx.num_delivered)
-        except JobRefused as err:
-            await self._publish_failed(job, str(err))
-            raise PermanentError(str(err)) from err
-        except KeyDestroyed:
-            log.info("order's key destroyed; abandoning", extra={"fields": {"job": job.job_id}})
-
-    async def on_dead(self, dead: jobs_pb2.DeadLetter) -> None:
-        job = jobs_pb2.TrainJob()
-        try:
-            job.ParseFromString(dead.payload)
-        except Exception:
-            return
-        await self._publish_failed(job, dead.reason or "training failed")
-
-    # ------------------------------------------------------------------ one job
-
-    def _erased(self, job: jobs_pb2.TrainJob) -> bool:
-        return self.erased is not None and self.erased.is_erased(job.tenant_id, job.order_id)
+    async def run(self, job: jobs_pb2.TrainJob, ctx: JobContext) -> None:
+        await self.run_job(job, delivery=ctx.num_delivered)
 
     async def run_job(self, job: jobs_pb2.TrainJob, delivery: int = 1) -> None:
         from services.trainer.checkpointing import BlobCheckpointStore
@@ -160,14 +122,14 @@ class TrainerWorker:
         resume = await store.aload()
         # Nothing more is written for an order erased while it trains.
         save = store.save
-        store.save = lambda state: None if self._erased(job) else save(state)  # type: ignore[method-assign]
+        store.save = lambda state: None if self.is_erased(job) else save(state)  # type: ignore[method-assign]
         scorer = await asyncio.to_thread(self._scorer, job, crops)
 
         def on_progress(p: Any) -> None:
             asyncio.run_coroutine_threadsafe(self._publish_progress(job, p), loop)
 
         def should_stop() -> bool:
-            return self._stop.is_set() or self._erased(job)
+            return self._stop.is_set() or self.is_erased(job)
 
         log.info(
             "training",
@@ -197,7 +159,7 @@ class TrainerWorker:
                 metadata={"headshots.base_model_id": self.settings.resolved_model_id()},
             )
         except TrainingInterrupted as stop:
-            if self._erased(job):
+            if self.is_erased(job):
                 log.info(
                     "training abandoned: order erased",
                     extra={"fields": {"job": job.job_id, "step": stop.step}},
@@ -210,7 +172,7 @@ class TrainerWorker:
             raise asyncio.CancelledError from stop
         except TrainingFailed as err:
             raise JobRefused(str(err)) from err
-        if self._erased(job):
+        if self.is_erased(job):
             return
         await self.blobs.put(adapter_key, outcome.adapter, "application/octet-stream")
         meta = adapter_metadata(outcome.adapter)
@@ -365,38 +327,11 @@ class TrainerWorker:
         *,
         detail: str = "",
         text: str = "",
-        done: int = 0,
-        total: int = 0,
-        eta_seconds: float = 0.0,
-        failure_reason: str = "",
         training: jobs_pb2.TrainingResult | None = None,
-        model_seconds: float = 0.0,
+        **fields: Any,
     ) -> None:
-        suffix = f":{detail}" if detail else ""
-        event = jobs_pb2.OrderEvent(
-            event_id=f"{job.order_id}:training:{name}{suffix}",
-            tenant_id=job.tenant_id,
-            order_id=job.order_id,
-            stage=headshots_pb2.STAGE_TRAINING,
-            kind=kind,  # type: ignore[arg-type]
-            time=_now(),
-            done=done,
-            total=total,
-            eta_seconds=eta_seconds,
-            detail=text or detail,
-            failure_reason=failure_reason,
-            job_id=job.job_id,
-            model_seconds=model_seconds,
-        )
+        parts = (detail,) if detail else ()
+        event = self.event(job, name, kind, *parts, detail=text or detail, **fields)
         if training is not None:
             event.training.CopyFrom(training)
-        await self.bus.publish(f"events.training.{name}", event, msg_id=event.event_id)
-
-    async def _publish_failed(self, job: jobs_pb2.TrainJob, reason: str) -> None:
-        log.warning("training failed", extra={"fields": {"job": job.job_id, "reason": reason}})
-        try:
-            await self._publish_event(
-                job, "failed", jobs_pb2.EVENT_KIND_FAILED, failure_reason=reason
-            )
-        except Exception:
-            log.exception("could not publish the failure event for %s", job.job_id)
+        await self.publish(event, name)

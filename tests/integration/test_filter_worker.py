@@ -264,7 +264,7 @@ async def test_a_batch_that_always_fails_fails_its_order(env: Env, reference: li
     w = make_worker(env, Exploding())
 
     async def on_dead(dead: jobs_pb2.DeadLetter) -> None:
-        await w.fail_order(dead)
+        await w.on_dead(dead)
 
     consumer = Worker(
         env.bus, "jobs.filter", "filter", w.handle, ack_wait=5, max_deliver=2, on_dead=on_dead

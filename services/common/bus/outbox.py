@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 from opentelemetry import propagate
@@ -27,11 +27,12 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 if TYPE_CHECKING:
@@ -42,11 +43,8 @@ log = logging.getLogger(__name__)
 BATCH = 100
 
 
-def outbox_table(metadata: MetaData, schema: str) -> Table:
-    """The `outbox` table in `schema` (each owning service has its own)."""
-    table = Table(
-        "outbox",
-        metadata,
+def _columns() -> list[Column]:
+    return [
         Column("id", BigInteger, primary_key=True, autoincrement=True),  # BIGSERIAL
         Column("msg_id", Text, nullable=False, unique=True),
         Column("subject", Text, nullable=False),
@@ -54,8 +52,16 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
         Column("headers", JSONB, nullable=False, server_default="{}"),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True), nullable=True),
-        schema=schema,
-    )
+        # The order a message belongs to: erasure deletes an order's unsent messages in every
+        # schema by these columns, like any other order-scoped row.
+        Column("tenant_id", Text, nullable=True),
+        Column("order_id", Text, nullable=True),
+    ]
+
+
+def outbox_table(metadata: MetaData, schema: str) -> Table:
+    """The `outbox` table in `schema` (each owning service has its own, all of this shape)."""
+    table = Table("outbox", metadata, *_columns(), schema=schema)
     # The relay only ever reads unpublished rows in id order: keep that index tiny.
     Index(
         f"ix_{schema}_outbox_unpublished",
@@ -65,17 +71,33 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
     return table
 
 
+def create_outbox(op: Any, schema: str) -> None:
+    """The migration step that creates a schema's outbox (Alembic's `op`)."""
+    op.create_table("outbox", *_columns(), schema=schema)
+    op.create_index(
+        f"ix_{schema}_outbox_unpublished",
+        "outbox",
+        ["id"],
+        schema=schema,
+        postgresql_where=text("published_at IS NULL"),
+    )
+
+
 async def enqueue(
     session: AsyncSession | AsyncConnection,
     table: Table,
     subject: str,
     payload: bytes | Message,
     msg_id: str,
+    *,
+    tenant_id: str | None = None,
+    order_id: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> None:
     """Add a message to the outbox inside the caller's transaction (no commit here).
 
     The current trace context is stored with it, so the relay's publish continues the trace.
+    A msg id already in the outbox is a no-op: the same fact written twice goes out once.
     """
     if not msg_id:
         raise ValueError("outbox message needs a msg_id (it becomes Nats-Msg-Id)")
@@ -83,7 +105,16 @@ async def enqueue(
     hdrs = dict(headers or {})
     propagate.inject(hdrs)
     await session.execute(
-        insert(table).values(msg_id=msg_id, subject=subject, payload=data, headers=hdrs)
+        pg_insert(table)
+        .values(
+            msg_id=msg_id,
+            subject=subject,
+            payload=data,
+            headers=hdrs,
+            tenant_id=tenant_id,
+            order_id=order_id,
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.msg_id])
     )
 
 

@@ -13,7 +13,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from grpc_status._common import GRPC_DETAILS_METADATA_KEY
+
+# Trailing-metadata key that carries a serialised google.rpc.Status (gRPC's wire name).
+GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
 DOMAIN = "headshots.v1"
 

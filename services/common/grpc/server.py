@@ -13,16 +13,17 @@ stops with a grace period for in-flight RPCs → exit 0, all inside HS_SHUTDOWN_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import metrics
@@ -152,6 +153,15 @@ def _wrap_handler(
     )
 
 
+T = TypeVar("T")
+
+
+class Consumer(Protocol):
+    async def run(self) -> None: ...
+
+    async def stop(self, drain: bool = True, grace: float | None = None) -> None: ...
+
+
 class ServiceHost:
     """One process's gRPC server, health, metrics, background work and shutdown."""
 
@@ -159,9 +169,12 @@ class ServiceHost:
         self,
         settings: ServiceSettings,
         *,
+        default_port: int = 0,
         interceptors: list[grpc.aio.ServerInterceptor] | None = None,
         max_message_bytes: int = 8 * 1024 * 1024,
     ) -> None:
+        if settings.grpc_port == 0 and default_port:
+            settings.grpc_port = default_port
         self.settings = settings
         setup_telemetry(settings)
         self.server = grpc.aio.server(
@@ -172,7 +185,7 @@ class ServiceHost:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.health = HealthServicer()
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = [
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -182,6 +195,7 @@ class ServiceHost:
         self._background: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._opened = contextlib.AsyncExitStack()
         self.port: int = 0
         self.metrics_port: int = 0
 
@@ -202,6 +216,24 @@ class ServiceHost:
     def background(self, factory: Callable[[], Awaitable[None]]) -> None:
         """A long-running task (job worker, relay) started once the server serves."""
         self._background.append(factory)
+
+    async def enter(self, resources: AbstractAsyncContextManager[T]) -> T:
+        """Open `resources` now (in a start-up hook); closed after the shutdown hooks."""
+        return await self._opened.enter_async_context(resources)
+
+    def consume(self, worker: Consumer, before_stop: Callable[[], None] | None = None) -> None:
+        """Run a job consumer once serving; on shutdown stop it, letting the job in hand
+        finish or be handed back inside the grace period (`before_stop` first, e.g. to ask a
+        training loop to checkpoint)."""
+        self.background(worker.run)
+
+        async def stop() -> None:
+            if before_stop is not None:
+                before_stop()
+            grace = max(1.0, self.settings.shutdown_grace_seconds - 2)
+            await worker.stop(drain=True, grace=grace)
+
+        self.on_shutdown(stop)
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -265,6 +297,10 @@ class ServiceHost:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._opened.aclose()
+        except Exception:
+            log.exception("closing the service's connections failed")
         await self.server.stop(max(0.1, deadline - time.monotonic() - 0.5))
         log.info("stopped")
 

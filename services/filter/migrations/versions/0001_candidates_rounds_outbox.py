@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from services.common.bus.outbox import create_outbox
+
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -55,26 +57,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "order_id", "round"),
         schema=SCHEMA,
     )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("msg_id", sa.Text, nullable=False, unique=True),
-        sa.Column("subject", sa.Text, nullable=False),
-        sa.Column("payload", sa.LargeBinary, nullable=False),
-        sa.Column("headers", JSONB, nullable=False, server_default="{}"),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "ix_filter_outbox_unpublished",
-        "outbox",
-        ["id"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
+    create_outbox(op, SCHEMA)
 
 
 def downgrade() -> None:

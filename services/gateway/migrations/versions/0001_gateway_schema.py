@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from services.common.bus.outbox import create_outbox
+
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -179,28 +181,7 @@ def upgrade() -> None:
         ),
         schema=SCHEMA,
     )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-        sa.Column("msg_id", sa.Text, nullable=False, unique=True),
-        sa.Column("subject", sa.Text, nullable=False),
-        sa.Column("payload", sa.LargeBinary, nullable=False),
-        sa.Column("headers", JSONB, nullable=False, server_default="{}"),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("tenant_id", sa.Text, nullable=True),
-        sa.Column("order_id", sa.Text, nullable=True),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "ix_gateway_outbox_unpublished",
-        "outbox",
-        ["id"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
+    create_outbox(op, SCHEMA)
     op.create_index("orders_tenant_created", "orders", ["tenant_id", "created_at"], schema=SCHEMA)
     op.create_index("orders_live_state", "orders", ["state", "heartbeat_at"], schema=SCHEMA)
 
