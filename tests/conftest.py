@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,15 @@ FIXTURES = (ROOT / "tests" / "fixtures" / "faces").resolve()
 MODELS_DIR = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models")).resolve()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pgserver runs PostgreSQL as its own user and opens the folders above its data dir for
+    # it; pytest's shared temp root is re-tightened to 0700 whenever another pytest session
+    # starts on the machine, which would lock out a running test's server. A private base
+    # temp folder per session is touched by no one else.
+    if config.option.basetemp is None:
+        config.option.basetemp = str(Path(tempfile.mkdtemp(prefix="headshots-pytest-")) / "t")
 
 
 @pytest.fixture(scope="session")
