@@ -1,4 +1,7 @@
-"""The filter schema: every candidate's scores and reasons, and per-round bookkeeping."""
+"""The filter schema: every candidate's scores and reasons, per-round bookkeeping, outbox.
+
+The one declaration of these tables: the baseline migration creates them from here.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ candidates = sa.Table(
     sa.Column("style_id", sa.Text, nullable=False),
     sa.Column("seed", sa.BigInteger, nullable=False),
     sa.Column("blob_key", sa.Text, nullable=False),
-    sa.Column("candidate", sa.LargeBinary, nullable=False),  # the Candidate message, as sent
+    sa.Column("candidate", sa.LargeBinary, nullable=False),
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("reasons", ARRAY(sa.Text), nullable=False),
     sa.Column("scores", JSONB, nullable=False),
@@ -29,6 +32,8 @@ candidates = sa.Table(
     sa.Column("scored_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
     sa.PrimaryKeyConstraint("tenant_id", "order_id", "result_id"),
 )
+
+sa.Index("candidates_round", candidates.c.tenant_id, candidates.c.order_id, candidates.c.round)
 
 rounds = sa.Table(
     "rounds",
@@ -39,8 +44,8 @@ rounds = sa.Table(
     sa.Column("round_total", sa.Integer, nullable=False),
     sa.Column("result_count", sa.Integer, nullable=False),
     sa.Column("final_round", sa.Boolean, nullable=False),
-    sa.Column("state", sa.Text, nullable=False),  # scoring -> decided
-    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
     sa.PrimaryKeyConstraint("tenant_id", "order_id", "round"),
 )
 

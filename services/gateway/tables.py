@@ -1,4 +1,5 @@
-"""The gateway's tables (schema `gateway`); migrations/ creates them, this module names them.
+"""The gateway's tables (schema `gateway`): the one declaration; the baseline migration
+creates them from here.
 
 Every order-scoped table carries `tenant_id` and `order_id` (retention's erasure finds them
 by that convention), the outbox included, so erasing an order also drops its unsent jobs.
@@ -81,7 +82,6 @@ orders = sa.Table(
     sa.Column("round_final", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("requeues", sa.Integer, nullable=False, server_default="0"),
     sa.Column("delivered_count", sa.Integer, nullable=False, server_default="0"),
-    # Usable photos stored (kept in step by uploads and deletes).
     sa.Column("photo_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
@@ -153,8 +153,6 @@ results = sa.Table(
     ),
 )
 
-# One row per version of an order: WatchOrder replays these, so a watcher sees every change
-# once and in order even when several changes land between two of its reads.
 order_changes = sa.Table(
     "order_changes",
     metadata,
@@ -172,7 +170,6 @@ order_changes = sa.Table(
     ),
 )
 
-# Events already applied (idempotency across redeliveries and duplicate publishes).
 processed_events = sa.Table(
     "processed_events",
     metadata,
@@ -184,4 +181,8 @@ processed_events = sa.Table(
     ),
 )
 
-outbox = outbox_table(metadata, "gateway")
+outbox = outbox_table(metadata, SCHEMA)
+
+sa.Index("orders_tenant_created", orders.c.tenant_id, orders.c.created_at)
+
+sa.Index("orders_live_state", orders.c.state, orders.c.heartbeat_at)

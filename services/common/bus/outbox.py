@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 from opentelemetry import propagate
@@ -28,7 +28,6 @@ from sqlalchemy import (
     Text,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -69,18 +68,6 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
         postgresql_where=table.c.published_at.is_(None),
     )
     return table
-
-
-def create_outbox(op: Any, schema: str) -> None:
-    """The migration step that creates a schema's outbox (Alembic's `op`)."""
-    op.create_table("outbox", *_columns(), schema=schema)
-    op.create_index(
-        f"ix_{schema}_outbox_unpublished",
-        "outbox",
-        ["id"],
-        schema=schema,
-        postgresql_where=text("published_at IS NULL"),
-    )
 
 
 async def enqueue(

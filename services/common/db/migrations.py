@@ -27,6 +27,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -197,3 +198,18 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main())
+
+
+def create_declared(op: Any, metadata: sa.MetaData) -> None:
+    """A baseline revision: create the schema's tables as its table module declares them.
+
+    The table module is the one declaration of a schema (tests/integration/
+    test_schema_declarations.py compares it with a migrated database). Revisions after the
+    baseline change a live schema and must also hold on a database the baseline created from
+    the newer declaration, so they are written idempotently (`ADD COLUMN IF NOT EXISTS`, ...).
+    """
+    metadata.create_all(op.get_bind(), checkfirst=True)
+
+
+def drop_declared(op: Any, metadata: sa.MetaData) -> None:
+    metadata.drop_all(op.get_bind(), checkfirst=True)

@@ -43,17 +43,31 @@ MAX_CACHE_TTL = 1.0
 _CACHE_PRUNE_AT = 4096
 
 metadata = sa.MetaData(schema=SCHEMA)
-# Mirrors services/keyring/migrations/versions/0001_data_keys.py (the migration is the truth).
+# The one declaration of the keyring schema: its baseline migration creates it from here.
 data_keys = sa.Table(
     "data_keys",
     metadata,
-    sa.Column("tenant_id", sa.Text, primary_key=True),
-    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("order_id", sa.Text, nullable=False),
     sa.Column("key_id", postgresql.UUID(as_uuid=True), nullable=False, unique=True),
+    # NULL once destroyed (crypto-shredding); the row stays as proof of erasure.
     sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
     sa.Column("master_key_id", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint("tenant_id", "order_id", name="data_keys_pkey"),
+    # A live key always has key material; a destroyed one never does.
+    sa.CheckConstraint(
+        "(destroyed_at IS NULL) = (wrapped_key IS NOT NULL)", name="data_keys_live_has_key"
+    ),
+)
+# Rotation scans rows still wrapped by an old master key.
+sa.Index(
+    "data_keys_master_key_id_live",
+    data_keys.c.master_key_id,
+    postgresql_where=sa.text("destroyed_at IS NULL"),
 )
 
 

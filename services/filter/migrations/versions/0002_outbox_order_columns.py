@@ -1,4 +1,5 @@
-"""filter.outbox gets the order columns every outbox has, so erasure deletes its rows
+"""filter.outbox takes the shape every outbox has: order columns (so erasure deletes its rows)
+and a BIGSERIAL id like the gateway's (it had an identity column)
 
 Revision ID: 0002
 Revises: 0001
@@ -17,10 +18,21 @@ SCHEMA = "filter"
 
 
 def upgrade() -> None:
-    # IF NOT EXISTS: a database created after the shared outbox shape already has them.
+    # Idempotent: a database the baseline created from the shared shape already has it all.
     op.execute(
         f"ALTER TABLE {SCHEMA}.outbox "
         "ADD COLUMN IF NOT EXISTS tenant_id text, ADD COLUMN IF NOT EXISTS order_id text"
+    )
+    op.execute(f"ALTER TABLE {SCHEMA}.outbox ALTER COLUMN id DROP IDENTITY IF EXISTS")
+    op.execute(f"CREATE SEQUENCE IF NOT EXISTS {SCHEMA}.outbox_id_seq OWNED BY {SCHEMA}.outbox.id")
+    # Continue after the ids already used, so no message id repeats.
+    op.execute(
+        f"SELECT setval('{SCHEMA}.outbox_id_seq', "
+        f"GREATEST((SELECT max(id) FROM {SCHEMA}.outbox), "
+        f"(SELECT last_value FROM {SCHEMA}.outbox_id_seq)))"
+    )
+    op.execute(
+        f"ALTER TABLE {SCHEMA}.outbox ALTER COLUMN id SET DEFAULT nextval('{SCHEMA}.outbox_id_seq')"
     )
 
 
