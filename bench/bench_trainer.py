@@ -302,12 +302,267 @@ def bench_cpu(order_steps: int | None) -> dict[str, Any]:
             f"validations): {train_s + preprocess_s:.1f} s "
             f"(preprocess {preprocess_s:.1f} s, {res.seconds_per_step * 1000:.1f} ms/step)"
         )
+    out["peer"] = bench_peer(crops)
     out["summary"] = {
         "tiny_sd15_s_per_step": out["sd15_s_per_step"],
         "tiny_sdxl_s_per_step": out["sdxl_s_per_step"],
         "tiny_order_s": out["order_s"],
+        **(
+            {
+                "vs_dreambooth_script_speedup": out["peer"]["ours_speedup"],
+                "ours_heldout_loss": out["peer"]["ours_heldout_loss"],
+                "dreambooth_script_heldout_loss": out["peer"]["peer_heldout_loss"],
+            }
+            if "ours_speedup" in out["peer"]
+            else {}
+        ),
     }
     return out
+
+
+# ---- CPU: against diffusers' DreamBooth-LoRA script -----------------------------------------
+
+# diffusers' examples/dreambooth/train_dreambooth_lora.py, fetched by the person running the
+# bench (it is not part of this repository): the path in HS_BENCH_DREAMBOOTH_SCRIPT, else the
+# cache below. Measured with the v0.40.0-release copy (commit d035dcd7cc; the script differs
+# from main only in its min-version line and runs under the pinned diffusers 0.42.1).
+PEER_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "headshots"
+    / "peers"
+    / "train_dreambooth_lora.py"
+)
+PEER_STEPS = (10, 60)
+PEER_LR = 1e-4
+# The script's only torchvision use is a Resize/Crop/ToTensor/Normalize chain. torchvision's
+# wheel does not load against the CPU torch build pinned here, so the script runs under a
+# small runner (in a temporary folder) that imports transformers, peft and diffusers first
+# (they then see no torchvision, as in this venv) and only then registers this stand-in as
+# `torchvision.transforms` for the script: at 64² resize and crop are identities, ToTensor
+# and Normalize compute what torchvision computes.
+_PEER_RUNNER = """
+import runpy
+import sys
+import types
+
+import diffusers  # noqa: F401
+import peft  # noqa: F401
+import transformers  # noqa: F401
+
+import standin_transforms
+
+tv = types.ModuleType("torchvision")
+tv.transforms = standin_transforms
+sys.modules["torchvision"] = tv
+sys.modules["torchvision.transforms"] = standin_transforms
+script = sys.argv[1]
+sys.argv = [script, *sys.argv[2:]]
+runpy.run_path(script, run_name="__main__")
+"""
+_TRANSFORMS_STANDIN = """
+import enum
+import numpy as np
+import torch
+
+class InterpolationMode(enum.Enum):
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    LANCZOS = "lanczos"
+
+_PIL = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
+
+class Compose:
+    def __init__(self, ts):
+        self.ts = ts
+    def __call__(self, x):
+        for t in self.ts:
+            x = t(x)
+        return x
+
+class Resize:
+    def __init__(self, size, interpolation=InterpolationMode.BILINEAR):
+        self.size, self.mode = size, _PIL[interpolation.value]
+    def __call__(self, im):
+        w, h = im.size
+        if min(w, h) == self.size:
+            return im
+        s = self.size / min(w, h)
+        return im.resize((round(w * s), round(h * s)), self.mode)
+
+class _Crop:
+    def __init__(self, size):
+        self.size = size
+    def __call__(self, im):
+        w, h = im.size
+        left, top = self.offset(w - self.size, h - self.size)
+        return im.crop((left, top, left + self.size, top + self.size))
+
+class CenterCrop(_Crop):
+    def offset(self, dw, dh):
+        return dw // 2, dh // 2
+
+class RandomCrop(_Crop):
+    def offset(self, dw, dh):
+        return int(torch.randint(0, dw + 1, ())), int(torch.randint(0, dh + 1, ()))
+
+class ToTensor:
+    def __call__(self, im):
+        a = np.asarray(im, dtype=np.float32) / 255.0
+        return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+class Normalize:
+    def __init__(self, mean, std):
+        self.mean, self.std = mean[0], std[0]
+    def __call__(self, t):
+        return (t - self.mean) / self.std
+"""
+
+
+def peer_script() -> Path | None:
+    env = os.environ.get("HS_BENCH_DREAMBOOTH_SCRIPT")
+    path = Path(env) if env else PEER_CACHE
+    return path if path.is_file() else None
+
+
+def _run_peer(script: Path, base: Path, instance_dir: Path, out: Path, steps: int, shim: Path):
+    import subprocess
+
+    args = [
+        sys.executable,
+        str(shim / "run_peer.py"),
+        str(script),
+        f"--pretrained_model_name_or_path={base}",
+        f"--instance_data_dir={instance_dir}",
+        "--instance_prompt=a photo of ohwx man",
+        f"--output_dir={out}",
+        "--resolution=64",
+        "--train_batch_size=1",
+        f"--max_train_steps={steps}",
+        f"--learning_rate={PEER_LR}",
+        "--lr_scheduler=constant",
+        "--lr_warmup_steps=0",
+        "--rank=16",
+        "--seed=0",
+        "--mixed_precision=no",
+        "--checkpointing_steps=100000",
+        "--dataloader_num_workers=0",
+        "--report_to=tensorboard",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)]),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"peer script failed:\n{proc.stderr[-3000:]}")
+    return seconds, (out / "pytorch_lora_weights.safetensors").read_bytes()
+
+
+def _heldout_loss(base: Path, adapter: bytes, held: list[Any], prompt: str) -> float:
+    from safetensors.torch import load
+
+    from services.trainer.dataset import encode_latents
+    from services.trainer.lora_training import DiffusionModels, denoising_loss
+
+    models = DiffusionModels(base, torch.device("cpu"), torch.float32)
+    models.pipeline().load_lora_weights(load(adapter), adapter_name="bench_adapter")
+    cond = models.encode_prompts([prompt])
+    latents = encode_latents(models.vae, [c.image for c in held]).mean
+    quantiles = [i / 20 for i in range(1, 20)]
+    return (
+        sum(denoising_loss(models, latents, cond, seed=s, quantiles=quantiles) for s in (11, 12))
+        / 2
+    )
+
+
+def bench_peer(crops: list[Any]) -> dict[str, Any]:
+    """Seconds per step (difference of a short and a longer run, so start-up and the final
+    save cancel out) and the held-out loss of both adapters, same data and settings."""
+    from PIL import Image
+
+    from models.tiny_diffusion import build
+    from services.trainer.lora_training import TrainConfig, split_holdout, train_lora
+
+    script = peer_script()
+    if script is None:
+        msg = (
+            "skipped: diffusers' train_dreambooth_lora.py not found (set "
+            f"HS_BENCH_DREAMBOOTH_SCRIPT or put it at {PEER_CACHE}; take it from "
+            "github.com/huggingface/diffusers examples/dreambooth at the pinned version)"
+        )
+        print(f"peer (diffusers DreamBooth-LoRA script): {msg}")
+        return {"skipped": msg}
+    base = build("sd15", MODELS / "tiny-sd15")
+    config = TrainConfig(
+        class_word="man",
+        rank=16,
+        learning_rate=PEER_LR,
+        batch_size=1,
+        flip_augment=False,  # the script does not mirror
+        device="cpu",
+    )
+    train, held = split_holdout(crops, config)
+    ours_t: dict[int, float] = {}
+    peer_t: dict[int, float] = {}
+    adapters: dict[str, bytes] = {}
+    ours_sps: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shim = root / "shim"
+        shim.mkdir()
+        (shim / "run_peer.py").write_text(_PEER_RUNNER)
+        (shim / "standin_transforms.py").write_text(_TRANSFORMS_STANDIN)
+        instance = root / "instance"
+        instance.mkdir()
+        for c in train:
+            Image.fromarray(c.image).save(instance / f"{Path(c.name).stem}.png")
+        # Alternating: ours, the script, ours, the script.
+        for steps in PEER_STEPS:
+            cfg = config.model_copy(update={"steps": steps, "validation_every": steps})
+            t0 = time.perf_counter()
+            res = train_lora(base, crops, cfg)
+            ours_t[steps] = time.perf_counter() - t0
+            ours_sps[steps] = res.seconds_per_step
+            adapters["ours"] = res.adapter
+            peer_t[steps], adapters["peer"] = _run_peer(
+                script, base, instance, root / f"peer-{steps}", steps, shim
+            )
+            print(
+                f"  {steps} steps: ours {ours_t[steps]:.1f} s, script {peer_t[steps]:.1f} s",
+                flush=True,
+            )
+    lo, hi = PEER_STEPS
+    ours_step = (ours_t[hi] - ours_t[lo]) / (hi - lo)
+    peer_step = (peer_t[hi] - peer_t[lo]) / (hi - lo)
+    prompt = config.instance_prompt
+    row = {
+        "script": str(script),
+        "model": "tiny-sd15 (64² images, 8² latents)",
+        "train_photos": len(train),
+        "heldout_photos": [c.name for c in held],
+        "settings": f"rank 16, lr {PEER_LR}, batch 1, constant, seed 0, fp32, {hi} steps",
+        "ours_s_per_step": round(ours_step, 4),
+        "ours_s_per_step_inside": round(ours_sps[hi], 4),
+        "peer_s_per_step": round(peer_step, 4),
+        "ours_speedup": round(peer_step / ours_step, 2),
+        "ours_wall_s": {str(k): round(v, 2) for k, v in ours_t.items()},
+        "peer_wall_s": {str(k): round(v, 2) for k, v in peer_t.items()},
+        "ours_heldout_loss": round(_heldout_loss(base, adapters["ours"], held, prompt), 5),
+        "peer_heldout_loss": round(_heldout_loss(base, adapters["peer"], held, prompt), 5),
+    }
+    print(
+        f"peer (diffusers DreamBooth-LoRA script, tiny SD1.5 64²): ours {ours_step * 1000:.1f}"
+        f" ms/step, script {peer_step * 1000:.1f} ms/step ({row['ours_speedup']}x); held-out "
+        f"loss after {hi} steps: ours {row['ours_heldout_loss']}, script "
+        f"{row['peer_heldout_loss']}",
+        flush=True,
+    )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,10 +3,12 @@
 - The base model (a local diffusers folder, SD 1.5 or SDXL class) is loaded once and stays
   on the device. `WarmPipeline.base_loads` counts loads in this process.
 - An order's LoRA lives in one adapter slot of the UNet. The next order's LoRA replaces the
-  slot's weights in place (`hotswap=True`: no new modules, no recompilation of a compiled
-  UNet); ranks up to `lora_max_rank` are zero-padded so adapters of different rank still
-  swap. Adapters that cannot be hot-swapped (other target modules, text-encoder LoRA) are
-  loaded fresh after unloading the old one: slower, same result.
+  slot's weights in place (`hotswap=True`: no new modules). Uncompiled, the slot holds the
+  adapter at its own rank: an adapter of the same rank and targets is hot-swapped, any other
+  is loaded fresh after unloading the old one (zero-padding every adapter to a common rank
+  would cost every image the padded branch: ≈ 6 % per image on the bench's mid model).
+  A compiled UNet cannot change shape without recompiling, so there (only) the slot is
+  prepared once at `lora_max_rank` and smaller ranks are zero-padded into it.
 - Parsed adapters are kept in an LRU in host memory (`AdapterCache`), so the blob store is
   read once per adapter while it stays in use.
 - For long runs of one order the LoRA can be fused into the UNet weights (no LoRA branch in
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -41,6 +44,35 @@ ADAPTER_SLOT = "headshots_order_lora_slot"
 # automatic batch size: bf16 peak growth per sample ÷ latent pixels measured on an H100
 # (bench_generator --gpu: ~15 KB SD1.5 512², ~11 KB SDXL 1024²), with headroom.
 _ACT_BYTES_PER_LATENT_PX = 24 * 1024
+
+
+# The batch probe: denoising steps per timed call, and the throughput gain (share) a larger
+# batch must bring to be preferred over a smaller one.
+PROBE_STEPS = 3
+BATCH_GAIN = 0.05
+
+
+@dataclass(frozen=True)
+class BatchProbe:
+    """What `measure_batch_size` measured: UNet-bound images/s per batch size."""
+
+    width: int
+    height: int
+    device: str
+    images_per_s: dict[int, float]
+    memory_cap: int
+    chosen: int
+    seconds: float
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "size": f"{self.width}x{self.height}",
+            "device": self.device,
+            "images_per_s": {b: round(r, 3) for b, r in self.images_per_s.items()},
+            "memory_cap": self.memory_cap,
+            "batch_size": self.chosen,
+            "probe_s": round(self.seconds, 2),
+        }
 
 
 class AdapterError(ValueError):
@@ -164,6 +196,7 @@ class WarmPipeline:
         self.fused = False
         self._fuse_snapshot: dict[str, torch.Tensor] = {}
         self._img2img: Any = None
+        self.batch_probes: dict[tuple[int, int], BatchProbe] = {}
         scale = getattr(pipe, "vae_scale_factor", 8)
         sample = int(pipe.unet.config.sample_size)
         self.width = settings.width or sample * scale
@@ -219,8 +252,18 @@ class WarmPipeline:
     # ------------------------------------------------------------------ adapters
 
     def _prepare_hotswap(self) -> None:
+        """Compiled UNet only: a slot of `lora_max_rank` that every smaller adapter is
+        zero-padded into, so a swap never changes a tensor shape (no recompilation)."""
         if not getattr(self.pipe.unet, "peft_config", None):
             self.pipe.enable_lora_hotswap(target_rank=self.settings.lora_max_rank)
+
+    def slot_ranks(self) -> set[int]:
+        """The ranks of the LoRA tensors now in the UNet's slot (empty when none)."""
+        return {
+            int(module.lora_A[ADAPTER_SLOT].weight.shape[0])
+            for _, module in self._lora_layers()
+            if ADAPTER_SLOT in getattr(module, "lora_A", {})
+        }
 
     def activate(self, key: str, state_dict: dict[str, torch.Tensor]) -> SwapInfo:
         """Make `key`'s LoRA the active one (hot-swapped into the slot when possible)."""
@@ -234,7 +277,15 @@ class WarmPipeline:
             self.unfuse()
             mode = "hotswap"
             has_text_encoder = any(k.startswith("text_encoder") for k in state_dict)
-            if self.active_key is not None and not has_text_encoder and not self._te_has_lora():
+            # Uncompiled, the slot has the active adapter's rank: another rank loads fresh
+            # (exact, and no padded branch to compute).
+            same_shape = self.settings.compile or adapter_ranks(state_dict) == self.slot_ranks()
+            if (
+                self.active_key is not None
+                and same_shape
+                and not has_text_encoder
+                and not self._te_has_lora()
+            ):
                 try:
                     self.pipe.load_lora_weights(
                         dict(state_dict), adapter_name=ADAPTER_SLOT, hotswap=True
@@ -258,12 +309,16 @@ class WarmPipeline:
     def _load_fresh(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.pipe.unload_lora_weights()
         self.active_key = None
-        if not self.settings.compile:
-            self._prepare_hotswap()
         try:
             self.pipe.load_lora_weights(dict(state_dict), adapter_name=ADAPTER_SLOT)
         except Exception as err:
-            # e.g. a rank above lora_max_rank: load without padding (no hot-swap later).
+            if not self.settings.compile:
+                self.pipe.unload_lora_weights()
+                raise AdapterError(
+                    f"adapter does not fit base model {self.model_id}: {err}"
+                ) from err
+            # Compiled: e.g. a rank above lora_max_rank. Load it unpadded (the UNet
+            # recompiles once; later swaps load fresh too).
             self.pipe.unload_lora_weights()
             self.pipe.unet._prepare_lora_hotswap_kwargs = None
             try:
@@ -333,14 +388,80 @@ class WarmPipeline:
     # ------------------------------------------------------------------ sizing
 
     def auto_batch_size(self, width: int, height: int) -> int:
+        """Images per call for this size, from a timed probe on this device (once per size
+        and process; `batch_probes` keeps the measurements)."""
+        with self.lock:
+            probe = self.batch_probes.get((width, height))
+            if probe is None:
+                probe = self.measure_batch_size(width, height)
+                self.batch_probes[(width, height)] = probe
+                log.info("batch size measured", extra={"fields": probe.fields()})
+            return probe.chosen
+
+    def memory_cap(self, width: int, height: int) -> int:
+        """The largest batch the free memory allows (device memory on a GPU, host memory
+        on the CPU), from the activation size per latent pixel; at most max_batch_size."""
         cap = max(1, self.settings.max_batch_size)
-        if self.device.type != "cuda":
-            # On CPU batching gains little beyond a few images and costs latency.
-            return min(cap, 4)
-        free, _total = torch.cuda.mem_get_info(self.device)
         latent_px = (width // 8) * (height // 8)
-        per_image = 2 * latent_px * _ACT_BYTES_PER_LATENT_PX  # CFG: two samples per image
+        elem = torch.finfo(self.dtype).bits // 8
+        # CFG: two samples per image; the constant was measured in half precision.
+        per_image = 2 * latent_px * _ACT_BYTES_PER_LATENT_PX * max(1, elem // 2)
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+        else:
+            free = _host_available_bytes()
         return int(max(1, min(cap, (0.7 * free) // per_image)))
+
+    @torch.inference_mode()
+    def measure_batch_size(self, width: int, height: int) -> BatchProbe:
+        """Time a few denoising steps (text encoder + UNet with CFG, no VAE decode) at batch
+        1, 2, 4, ... up to the memory cap, doubling while images/s still grows by at least
+        `BATCH_GAIN`; choose the smallest batch within `BATCH_GAIN` of the best rate (a
+        bigger batch only adds latency then)."""
+        t_start = time.perf_counter()
+        cap = self.memory_cap(width, height)
+        rates: dict[int, float] = {}
+
+        def call(n: int) -> float:
+            t0 = time.perf_counter()
+            self.pipe(
+                prompt=["a photo"] * n,
+                negative_prompt=["blurry"] * n,
+                num_inference_steps=PROBE_STEPS,
+                guidance_scale=self.settings.guidance_scale,
+                width=width,
+                height=height,
+                generator=self.generators(range(n)),
+                output_type="latent",
+            )
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return time.perf_counter() - t0
+
+        call(1)  # first call pays one-off costs (allocations, kernel selection)
+        batch, best = 1, 0.0
+        while batch <= cap:
+            try:
+                seconds = min(call(batch) for _ in range(2))
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                break
+            rates[batch] = batch / seconds
+            if rates[batch] < best * (1 + BATCH_GAIN):
+                break
+            best = max(best, rates[batch])
+            batch *= 2
+        top = max(rates.values())
+        chosen = min(b for b, r in rates.items() if r >= top / (1 + BATCH_GAIN))
+        return BatchProbe(
+            width=width,
+            height=height,
+            device=str(self.device),
+            images_per_s=rates,
+            memory_cap=cap,
+            chosen=chosen,
+            seconds=time.perf_counter() - t_start,
+        )
 
     def _configure_vae(self, batch: int, width: int, height: int) -> None:
         vae = self.pipe.vae
@@ -456,8 +577,28 @@ class WarmPipeline:
             pipe.unload_ip_adapter()
 
 
+def _host_available_bytes() -> int:
+    """Memory the host can still give (MemAvailable on Linux: free plus reclaimable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def adapter_ranks(state_dict: dict[str, torch.Tensor]) -> set[int]:
+    """The ranks of a diffusers-format LoRA's UNet down-projections."""
+    return {
+        int(v.shape[0])
+        for k, v in state_dict.items()
+        if k.startswith("unet.") and ("lora.down" in k or "lora_A" in k)
+    }
 
 
 def adapter_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
@@ -474,5 +615,6 @@ __all__ = [
     "SwapInfo",
     "WarmPipeline",
     "adapter_bytes",
+    "adapter_ranks",
     "parse_adapter",
 ]

@@ -31,7 +31,8 @@ class GeneratorSettings(ServiceSettings):
     # 0: the model's native size (UNet sample size × VAE scale factor).
     width: int = 0
     height: int = 0
-    # Images per pipeline call; 0 sizes it from the device's free memory.
+    # Images per pipeline call; 0: measured on this device at the first job of each size
+    # (a few timed denoising steps per candidate batch, bounded by free memory).
     batch_size: int = 0
     max_batch_size: int = 32
     # VAE decode tiled/sliced when a batch would need more than this share of free memory.
@@ -40,7 +41,8 @@ class GeneratorSettings(ServiceSettings):
     # Adapters.
     # Parsed adapters kept in host memory (least recently used goes first).
     adapter_cache_size: int = 8
-    # Highest LoRA rank that can be hot-swapped in place (lower ranks are zero-padded).
+    # With `compile`: the adapter slot's rank; lower ranks are zero-padded into it so a swap
+    # never recompiles. Uncompiled pipelines hold each adapter at its own rank.
     lora_max_rank: int = 64
     # Fuse the LoRA into the weights when one order renders at least this many images.
     fuse_min_images: int = 64

@@ -18,22 +18,24 @@ All randomness of step s comes from a generator seeded with (seed, s), so a run 
 a checkpoint draws exactly what the uninterrupted run would have drawn, and an OOM retry with
 a smaller micro-batch computes the same step.
 
-Checkpoint choice: every `validation_every` steps the validation loss (fixed noise and
-timesteps on the instance crops) is measured and, with a likeness scorer, a few images are
-rendered and scored against the selfies; the best checkpoint is kept (EasyPhoto), by
-likeness when the renders contain faces, else by validation loss (logged).
+Checkpoint choice: one selfie (`holdout_photos`) is kept out of training when enough remain
+(else two prior-class images, else nothing: see `TrainConfig`). Every `validation_every`
+steps the denoising loss on that held-out data (fixed noise and timesteps) is measured and,
+with a likeness scorer, a few images are rendered and scored against the selfies; the best
+checkpoint is kept (EasyPhoto), by likeness when the renders contain faces, else by the
+held-out loss. The adapter's metadata says which step was exported, why, on what data, and
+the training loss that led to it (`final_loss`), not the loss of the last step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from services.trainer.checkpointing import CheckpointStore, TrainingState
+from services.trainer.config import TrainConfig
 from services.trainer.dataset import (
     LatentCache,
     augmented,
-    caption,
     class_prompt,
     encode_latents,
 )
@@ -53,15 +55,14 @@ from services.trainer.preprocess import Crop
 
 if TYPE_CHECKING:
     from services.trainer.likeness import LikenessScorer
-    from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 ADAPTER_NAME = "headshots_trainer_lora"
-# Validation loss: these timestep quantiles for every instance crop, fixed noise.
-VALIDATION_T = (0.1, 0.3, 0.5, 0.7, 0.9)
+# Validation loss: these timestep quantiles for every held-out latent, fixed noise. Ten,
+# because one or two held-out photos are few samples of the loss.
+VALIDATION_T = tuple((i + 0.5) / 10 for i in range(10))
 
 
 class TrainingFailed(Exception):
@@ -74,124 +75,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"training stopped at step {step} (checkpoint saved)")
         self.step = step
-
-
-@dataclass
-class TrainConfig:
-    instance_token: str = "ohwx"
-    class_word: str = "person"
-    rank: int = 16
-    alpha: float = 0.0  # 0: equal to rank
-    targets: tuple[str, ...] = DEFAULT_TARGETS
-    dropout: float = 0.0
-    train_text_encoder: bool = False
-    text_encoder_rank: int = 8
-    text_encoder_lr: float = 5e-5
-    learning_rate: float = 1e-4
-    steps: int = 500
-    batch_size: int = 1
-    grad_accumulation: int = 1
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    snr_gamma: float = 0.0
-    seed: int = 0
-    flip: bool = True
-    prior_preservation: bool = False
-    num_class_images: int = 50
-    prior_loss_weight: float = 1.0
-    validation_every: int = 0  # 0: five validations over the run
-    validation_images: int = 4
-    validation_inference_steps: int = 20
-    validation_guidance: float = 5.0
-    checkpoint_every: int = 0  # 0: at each validation
-    progress_interval_s: float = 2.0
-    device: str = "auto"
-    mixed_precision: str = "auto"
-    gradient_checkpointing: str = "auto"
-    oom_retries: int = 1
-
-    @property
-    def instance_prompt(self) -> str:
-        return caption(self.instance_token, self.class_word)
-
-    @property
-    def lora_alpha(self) -> float:
-        return float(self.alpha or self.rank)
-
-    def validation_interval(self) -> int:
-        return self.validation_every or max(1, math.ceil(self.steps / 5))
-
-    def checkpoint_interval(self) -> int:
-        return self.checkpoint_every or self.validation_interval()
-
-    def fingerprint(self, crops: Sequence[Crop]) -> str:
-        """What a checkpoint must match to be resumed: the training inputs, not the
-        runtime knobs (progress interval, device, batch split after an OOM)."""
-        keep = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in {"progress_interval_s", "device", "oom_retries", "checkpoint_every"}
-        }
-        h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
-        for c in crops:
-            h.update(c.name.encode())
-            h.update(np.ascontiguousarray(c.image).tobytes())
-        return h.hexdigest()[:32]
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: TrainerSettings,
-        *,
-        photos: int,
-        class_word: str | None = None,
-        rank: int = 0,
-        steps: int = 0,
-        learning_rate: float = 0.0,
-        train_text_encoder: bool | None = None,
-    ) -> TrainConfig:
-        """Settings, overridden by the order's non-zero TrainingConfig fields."""
-        auto = settings.steps or settings.steps_per_photo * max(photos, 1)
-        auto = min(settings.max_steps, max(settings.min_steps, auto))
-        return cls(
-            instance_token=settings.instance_token,
-            class_word=class_word or settings.class_word,
-            rank=rank or settings.rank,
-            alpha=settings.alpha if not rank else 0.0,
-            targets=tuple(settings.targets),
-            dropout=settings.dropout,
-            train_text_encoder=(
-                settings.train_text_encoder if train_text_encoder is None else train_text_encoder
-            ),
-            text_encoder_rank=settings.text_encoder_rank,
-            text_encoder_lr=settings.text_encoder_lr,
-            learning_rate=learning_rate or settings.learning_rate,
-            steps=steps or auto,
-            batch_size=settings.batch_size,
-            grad_accumulation=settings.grad_accumulation,
-            lr_schedule=settings.lr_schedule,
-            warmup_steps=settings.warmup_steps,
-            weight_decay=settings.weight_decay,
-            max_grad_norm=settings.max_grad_norm,
-            snr_gamma=settings.snr_gamma,
-            seed=settings.seed,
-            flip=settings.flip_augment,
-            prior_preservation=settings.prior_preservation,
-            num_class_images=settings.num_class_images,
-            prior_loss_weight=settings.prior_loss_weight,
-            validation_every=settings.validation_every,
-            validation_images=settings.validation_images,
-            validation_inference_steps=settings.validation_inference_steps,
-            validation_guidance=settings.validation_guidance,
-            checkpoint_every=settings.checkpoint_every,
-            progress_interval_s=settings.progress_interval_s,
-            device=settings.device,
-            mixed_precision=settings.mixed_precision,
-            gradient_checkpointing=settings.gradient_checkpointing,
-            oom_retries=settings.oom_retries,
-        )
 
 
 @dataclass(frozen=True)
@@ -209,9 +92,10 @@ class TrainingOutcome:
     rank: int
     steps: int
     chosen_step: int
+    # Mean training loss over the steps that led to the exported checkpoint.
     final_loss: float
     likeness: float  # nan when checkpoints were chosen by validation loss
-    metric: str  # "likeness" | "validation_loss"
+    metric: str  # "likeness" | "heldout_loss" | "training_crop_loss"
     instance_prompt: str
     validations: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
@@ -221,6 +105,10 @@ class TrainingOutcome:
     batch_size: int = 1
     grad_accumulation: int = 1
     losses: list[float] = field(default_factory=list)
+    # Why the exported checkpoint was chosen, on what data, and its loss there.
+    reason: str = ""
+    validation_set: str = ""
+    validation_loss: float = float("nan")
 
 
 # ------------------------------------------------------------------------------ models
@@ -567,7 +455,24 @@ class _Data:
     instance_cond: Conditioning
     class_latents: LatentCache | None
     class_cond: Conditioning | None
+    # The checkpoint-choice loss is measured on these (latent means) with this prompt.
     validation_latents: torch.Tensor
+    validation_cond: Conditioning
+    # "heldout_selfies" | "heldout_class_images" | "training_crops"
+    validation_set: str
+    validation_names: list[str]
+
+
+def split_holdout(crops: Sequence[Crop], config: TrainConfig) -> tuple[list[Crop], list[Crop]]:
+    """(training crops, held-out crops). The held-out selfies are the last by name (any
+    fixed rule will do: the split must be the same on every delivery of the job), taken
+    only while `min_train_photos` remain."""
+    spare = max(0, len(crops) - config.min_train_photos)
+    n = min(config.holdout_photos, spare)
+    if n == 0:
+        return list(crops), []
+    held = set(sorted(c.name for c in crops)[-n:])
+    return [c for c in crops if c.name not in held], [c for c in crops if c.name in held]
 
 
 def _render_class_images(
@@ -598,11 +503,12 @@ def _render_class_images(
 def _prepare_data(
     models: DiffusionModels,
     crops: Sequence[Crop],
+    heldout: Sequence[Crop],
     config: TrainConfig,
     autocast: torch.dtype | None,
 ) -> _Data:
-    examples = augmented(crops, config.flip)
-    for c in examples:
+    examples = augmented(crops, config.flip_augment)
+    for c in [*examples, *heldout]:
         if c.image.shape[:2] != (models.resolution, models.resolution):
             raise TrainingFailed(
                 f"crop {c.name} is {c.image.shape[1]}x{c.image.shape[0]}; "
@@ -617,9 +523,49 @@ def _prepare_data(
         class_latents = encode_latents(models.vae, images, device=models.device)
         with torch.no_grad():
             class_cond = models.encode_prompts([class_prompt(config.class_word)])
-    # Validation loss on the original crops (no mirrors), latents at their means.
+    # The checkpoint-choice loss, at the latents' means: held-out selfies when some could be
+    # spared; else held-out class images (they show the LoRA forgetting the class, the
+    # failure prior preservation guards against); else the training crops themselves,
+    # which cannot show over-fitting (the metadata says so).
+    if heldout:
+        val = encode_latents(models.vae, [c.image for c in heldout], device=models.device)
+        return _Data(
+            instance,
+            instance_cond,
+            class_latents,
+            class_cond,
+            val.mean,
+            instance_cond,
+            "heldout_selfies",
+            [c.name for c in heldout],
+        )
+    n_class = min(config.holdout_class_images, len(class_latents) - 1) if class_latents else 0
+    if class_latents is not None and class_cond is not None and n_class > 0:
+        keep = len(class_latents) - n_class
+        held_mean = class_latents.mean[keep:]
+        class_latents = LatentCache(class_latents.mean[:keep], class_latents.std[:keep])
+        names = [f"class-image-{i}" for i in range(keep, keep + n_class)]
+        return _Data(
+            instance,
+            instance_cond,
+            class_latents,
+            class_cond,
+            held_mean,
+            class_cond,
+            "heldout_class_images",
+            names,
+        )
     val = encode_latents(models.vae, [c.image for c in crops], device=models.device).mean
-    return _Data(instance, instance_cond, class_latents, class_cond, val)
+    return _Data(
+        instance,
+        instance_cond,
+        class_latents,
+        class_cond,
+        val,
+        instance_cond,
+        "training_crops",
+        [c.name for c in crops],
+    )
 
 
 # Gradient checkpointing costs 1.6-2.5x step time (bench/RESULTS.md, H200); it pays only
@@ -789,6 +735,7 @@ def train_lora(
     started = time.perf_counter()
     if not crops:
         raise TrainingFailed("no usable photos to train on")
+    config = config.model_copy(update={"steps": config.steps_for(len(crops))})
     if config.steps < 1:
         raise TrainingFailed(f"steps must be at least 1, got {config.steps}")
     device = resolve_device(config.device)
@@ -796,7 +743,8 @@ def train_lora(
     weight_dtype = autocast or torch.float32
     models = DiffusionModels(Path(base_model_path), device, weight_dtype)
     fingerprint = config.fingerprint(crops)
-    data = _prepare_data(models, crops, config, autocast)
+    train_crops, heldout = split_holdout(crops, config)
+    data = _prepare_data(models, train_crops, heldout, config, autocast)
     params = add_lora(models, config)
     _set_checkpointing(models, config)
     models.unet.train()
@@ -836,28 +784,34 @@ def train_lora(
         state.grad_accumulation = trainer.grad_accumulation
         checkpoint_store.save(state)
 
+    val_every = config.validation_interval()
+
     def validate(step: int) -> None:
         models.unet.eval()
         val_loss = denoising_loss(
             models,
             data.validation_latents,
-            data.instance_cond,
+            data.validation_cond,
             seed=config.seed + 4242,
             autocast=autocast,
         )
-        record: dict[str, float] = {"step": step, "validation_loss": val_loss}
+        since = state.losses[-val_every:]
+        record: dict[str, float] = {
+            "step": step,
+            "validation_loss": val_loss,
+            "train_loss": float(np.mean(since)) if since else float("nan"),
+        }
         if likeness is not None:
             images = render_validation(models, config, autocast)
             score = likeness.score(images)
             record.update(likeness=score.likeness, faces=score.faces_found)
             if score.faces_found:
-                _keep_best(state, "likeness", step, score.likeness, models, record)
-        _keep_best(state, "validation_loss", step, -val_loss, models, record)
+                _keep_best(state, "likeness", step, score.likeness, models)
+        _keep_best(state, "validation_loss", step, -val_loss, models)
         state.validations.append(record)
         models.unet.train()
         log.info("validation", extra={"fields": record})
 
-    val_every = config.validation_interval()
     ckpt_every = config.checkpoint_interval()
     progress = _ProgressClock(config, on_progress, state.step)
     train_started = time.perf_counter()
@@ -894,22 +848,14 @@ def train_lora(
         progress.tick(state.step, state.losses)
     train_seconds = time.perf_counter() - train_started
 
-    metric = "likeness" if "likeness" in state.best else "validation_loss"
-    if likeness is not None and metric != "likeness":
-        log.warning("no face in any validation render: checkpoint chosen by validation loss")
-    best = state.best[metric]
-    load_lora_weights_into(models, best["lora"])
-    chosen = int(best["step"])
-    chosen_record = next(v for v in state.validations if int(v["step"]) == chosen)
-    like = float(chosen_record.get("likeness", float("nan")))
-    final_loss = float(np.mean(state.losses[-max(1, min(20, len(state.losses))) :]))
+    choice = choose_checkpoint(state, data, config, likeness is not None)
+    if choice.warning:
+        log.warning(choice.warning)
+    load_lora_weights_into(models, state.best[choice.best_key]["lora"])
     meta = {
         "headshots.instance_prompt": config.instance_prompt,
         "headshots.steps": str(config.steps),
-        "headshots.chosen_step": str(chosen),
-        "headshots.final_loss": f"{final_loss:.6g}",
-        "headshots.likeness": f"{like:.6g}",
-        "headshots.metric": metric,
+        **choice.metadata(),
         **(metadata or {}),
     }
     adapter = export_lora(models, config, meta)
@@ -918,10 +864,10 @@ def train_lora(
         adapter=adapter,
         rank=config.rank,
         steps=config.steps,
-        chosen_step=chosen,
-        final_loss=final_loss,
-        likeness=like,
-        metric=metric,
+        chosen_step=choice.step,
+        final_loss=choice.final_loss,
+        likeness=choice.likeness,
+        metric=choice.metric,
         instance_prompt=config.instance_prompt,
         validations=list(state.validations),
         resumed_from=resumed_from,
@@ -931,6 +877,105 @@ def train_lora(
         batch_size=trainer.batch_size,
         grad_accumulation=trainer.grad_accumulation,
         losses=list(state.losses),
+        reason=choice.reason,
+        validation_set=data.validation_set,
+        validation_loss=choice.validation_loss,
+    )
+
+
+# Training steps the exported checkpoint's `final_loss` averages over (ending at its step).
+FINAL_LOSS_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    step: int
+    # "likeness" | "heldout_loss" | "training_crop_loss"
+    metric: str
+    reason: str
+    best_key: str
+    validation_set: str
+    validation_names: list[str]
+    validation_loss: float
+    likeness: float
+    final_loss: float
+    validations: list[dict[str, float]]
+    warning: str = ""
+
+    def metadata(self) -> dict[str, str]:
+        def rounded(v: float) -> float | None:
+            return None if not math.isfinite(v) else float(f"{v:.6g}")
+
+        table = [{k: rounded(float(v)) for k, v in r.items()} for r in self.validations]
+        return {
+            "headshots.chosen_step": str(self.step),
+            "headshots.metric": self.metric,
+            "headshots.choice": self.reason,
+            "headshots.validation_set": self.validation_set,
+            "headshots.validation_names": ",".join(self.validation_names),
+            "headshots.validation_loss": f"{self.validation_loss:.6g}",
+            "headshots.final_loss": f"{self.final_loss:.6g}",
+            "headshots.likeness": f"{self.likeness:.6g}",
+            "headshots.validations": json.dumps(table, separators=(",", ":")),
+        }
+
+
+def choose_checkpoint(
+    state: TrainingState, data: _Data, config: TrainConfig, scored: bool
+) -> CheckpointChoice:
+    """Which kept checkpoint to export, and why: likeness when the renders held faces,
+    else the lowest validation loss (on held-out data when there was any)."""
+    by_step = {int(v["step"]): v for v in state.validations}
+    last = by_step[max(by_step)]
+    warning = ""
+    if "likeness" in state.best:
+        key, metric = "likeness", "likeness"
+    else:
+        key = "validation_loss"
+        metric = "training_crop_loss" if data.validation_set == "training_crops" else "heldout_loss"
+        if scored:
+            warning = f"no face in any validation render: checkpoint chosen by {metric}"
+    step = int(state.best[key]["step"])
+    rec = by_step[step]
+    loss = float(rec["validation_loss"])
+    like = float(rec.get("likeness", float("nan")))
+    where = {
+        "heldout_selfies": f"{len(data.validation_names)} held-out selfie(s)",
+        "heldout_class_images": f"{len(data.validation_names)} held-out class image(s)",
+        "training_crops": "the training crops",
+    }[data.validation_set]
+    if metric == "likeness":
+        reason = (
+            f"highest likeness to the selfies: {like:.4f} at step {step} of {config.steps} "
+            f"({int(rec.get('faces', 0))} faces in {config.validation_images} renders; "
+            f"last step {float(last.get('likeness', float('nan'))):.4f})"
+        )
+    else:
+        reason = (
+            f"lowest denoising loss on {where}: {loss:.5g} at step {step} of {config.steps} "
+            f"(last step {float(last['validation_loss']):.5g})"
+        )
+        if scored:
+            reason += "; no face in any validation render, so likeness could not decide"
+        if data.validation_set == "training_crops":
+            reason += (
+                f"; no selfie could be held out ({len(data.validation_names)} usable, "
+                f"{config.min_train_photos} kept for training), so over-fitting is not visible"
+            )
+    window = state.losses[max(0, step - FINAL_LOSS_WINDOW) : step]
+    final_loss = float(np.mean(window)) if window else float("nan")
+    return CheckpointChoice(
+        step=step,
+        metric=metric,
+        reason=reason,
+        best_key=key,
+        validation_set=data.validation_set,
+        validation_names=list(data.validation_names),
+        validation_loss=loss,
+        likeness=like,
+        final_loss=final_loss,
+        validations=list(state.validations),
+        warning=warning,
     )
 
 
@@ -940,7 +985,6 @@ def _keep_best(
     step: int,
     score: float,
     models: DiffusionModels,
-    record: dict[str, float],
 ) -> None:
     best = state.best.get(metric)
     if best is None or score > float(best["score"]):

@@ -84,7 +84,6 @@ class TrainerWorker(JobHandler[jobs_pb2.TrainJob]):
     async def run_job(self, job: jobs_pb2.TrainJob, delivery: int = 1) -> None:
         from services.trainer.checkpointing import BlobCheckpointStore
         from services.trainer.lora_training import (
-            TrainConfig,
             TrainingFailed,
             TrainingInterrupted,
             adapter_metadata,
@@ -106,8 +105,7 @@ class TrainerWorker(JobHandler[jobs_pb2.TrainJob]):
         photos = await self._photos(job)
         crops = await asyncio.to_thread(self._preprocess, photos)
         class_word = CLASS_WORDS.get(job.subject_class, self.settings.class_word)
-        config = TrainConfig.from_settings(
-            self.settings,
+        config = self.settings.for_order(
             photos=len(crops),
             class_word=class_word,
             rank=job.config.rank,

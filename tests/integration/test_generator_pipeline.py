@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +59,73 @@ def test_a_b_a_swap_gives_bit_identical_images(
     warm.deactivate()
     first = warm.activate("a", adapters["A"])
     a1 = warm.render(PROMPT * 2, NEG * 2, [5, 6])
+    # Same rank: swapped in place. Another rank: loaded fresh at its own rank.
+    to_c = warm.activate("c", adapters["C"])
     to_b = warm.activate("b", adapters["B"])
+    assert warm.slot_ranks() == {8}
     b1 = warm.render(PROMPT * 2, NEG * 2, [5, 6])
     back = warm.activate("a", adapters["A"])
+    assert warm.slot_ranks() == {4}
     a2 = warm.render(PROMPT * 2, NEG * 2, [5, 6])
-    assert first.mode == "load" and to_b.mode == "hotswap" and back.mode == "hotswap"
+    assert (first.mode, to_c.mode, to_b.mode, back.mode) == ("load", "hotswap", "load", "load")
     assert back.cache_hit
     assert all(np.array_equal(x, y) for x, y in zip(a1, a2, strict=True))
     assert not np.array_equal(a1[0], b1[0])
+    # A hot-swap back to A is exact too.
+    warm.activate("c", adapters["C"])
+    assert warm.activate("a", adapters["A"]).mode == "hotswap"
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(a1, warm.render(PROMPT * 2, NEG * 2, [5, 6]), strict=True)
+    )
+
+
+def test_rank_16_adapter_is_held_at_rank_16_and_renders_as_the_padded_slot_did(
+    warm: WarmPipeline, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Uncompiled, the slot holds the adapter's own rank (no zero-padded rank-64 branch),
+    and the images are those the padded slot rendered (the former behaviour)."""
+    lora = make_adapter(warm.pipe.unet, 7, rank=16)
+    warm.deactivate()
+    warm.activate("r16", lora)
+    assert warm.slot_ranks() == {16}
+    for _, module in warm._lora_layers():
+        assert module.lora_A["headshots_order_lora_slot"].weight.shape[0] == 16
+        assert module.lora_B["headshots_order_lora_slot"].weight.shape[1] == 16
+    seeds = [21, 22]
+    ours = warm.render(PROMPT * 2, NEG * 2, seeds)
+
+    padded = WarmPipeline.load(warm.settings)
+    padded.pipe.enable_lora_hotswap(target_rank=64)
+    padded.activate("r16", lora)
+    assert padded.slot_ranks() == {64}
+    theirs = padded.render(PROMPT * 2, NEG * 2, seeds)
+    for x, y in zip(ours, theirs, strict=True):
+        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
+    assert not np.array_equal(ours[0], ours[1])
+
+
+def test_batch_size_is_measured_once_per_size_and_bounded(warm: WarmPipeline) -> None:
+    before = render1(warm, 4)
+    w, h = warm.width, warm.height
+    chosen = warm.auto_batch_size(w, h)
+    probe = warm.batch_probes[(w, h)]
+    assert chosen == probe.chosen and probe.device == "cpu"
+    sizes = list(probe.images_per_s)
+    assert sizes[0] == 1 and all(b == 2 * a for a, b in itertools.pairwise(sizes))
+    assert max(sizes) <= probe.memory_cap <= warm.settings.max_batch_size
+    assert all(r > 0 for r in probe.images_per_s.values())
+    # The rule: the smallest batch within BATCH_GAIN of the best measured rate.
+    top = max(probe.images_per_s.values())
+    assert probe.images_per_s[chosen] * 1.05 >= top
+    assert all(probe.images_per_s[b] * 1.05 < top for b in sizes if b < chosen)
+    # Measured once: the second call reads the cached measurement.
+    assert warm.auto_batch_size(w, h) == chosen and warm.batch_probes[(w, h)] is probe
+    # The probe leaves no trace in what is rendered.
+    assert np.array_equal(render1(warm, 4), before)
+    capped = WarmPipeline(warm.pipe, warm.settings.model_copy(update={"max_batch_size": 2}), "m")
+    assert capped.auto_batch_size(w, h) <= 2
+    assert max(capped.batch_probes[(w, h)].images_per_s) <= 2
 
 
 def test_batch_of_8_equals_8_single_calls(
