@@ -9,19 +9,20 @@ from typing import TypeVar
 import grpc
 from google.protobuf import message
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-# Trailing-metadata key that carries a serialised google.rpc.Status (gRPC's wire name).
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 M = TypeVar("M", bound=message.Message)
 
 
 def rich_status(err: grpc.RpcError) -> status_pb2.Status | None:
-    """The google.rpc.Status in a failed call's trailers (sync and aio calls alike)."""
-    trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    for key, value in trailing or ():
-        if key == STATUS_DETAILS_KEY:
-            return status_pb2.Status.FromString(value)
-    return None
+    """The google.rpc.Status in a failed call's trailers (sync and aio calls alike); None
+    when the server sent none, or one that contradicts the call's own code or message."""
+    if not hasattr(err, "trailing_metadata"):
+        return None  # raised before any call was made
+    try:
+        return rpc_status.from_call(err)  # type: ignore[arg-type]
+    except ValueError:
+        return None
 
 
 def unpack_detail(status: status_pb2.Status | None, cls: type[M]) -> M | None:

@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import grpc
 
@@ -83,6 +83,22 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 def tenant_name(tenant: str) -> str:
     """ "acme" or "tenants/acme" -> "tenants/acme"."""
     return tenant if tenant.startswith("tenants/") else f"tenants/{tenant}"
+
+
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+P = TypeVar("P", bound=_Page)
+
+
+async def _all_pages(fetch: Callable[[str], Awaitable[P]]) -> list[P]:
+    """Every page of a List call, following next_page_token from the first page."""
+    pages = [await fetch("")]
+    while pages[-1].next_page_token:
+        pages.append(await fetch(pages[-1].next_page_token))
+    return pages
 
 
 class RefusedPhoto(NamedTuple):
@@ -215,18 +231,14 @@ class HeadshotsClient:
     # ---- orders (tenant's key) ----------------------------------------------------
 
     async def list_styles(self) -> list[pb.Style]:
-        styles: list[pb.Style] = []
-        token = ""
-        while True:
-            page = await self._api.ListStyles(
+        pages = await _all_pages(
+            lambda token: self._api.ListStyles(
                 pb.ListStylesRequest(page_size=PAGE_SIZE, page_token=token),
                 metadata=self.metadata,
                 timeout=CALL_TIMEOUT_S,
             )
-            styles.extend(page.styles)
-            token = page.next_page_token
-            if not token:
-                return styles
+        )
+        return [s for page in pages for s in page.styles]
 
     async def create_order(
         self, tenant: str, *, request_id: str | None = None, **fields: object
@@ -252,20 +264,16 @@ class HeadshotsClient:
         self, tenant: str, state: pb.OrderState = pb.ORDER_STATE_UNSPECIFIED
     ) -> list[pb.Order]:
         """Every order of the tenant (only those in `state`, when given)."""
-        orders: list[pb.Order] = []
-        token = ""
-        while True:
-            page = await self._api.ListOrders(
+        pages = await _all_pages(
+            lambda token: self._api.ListOrders(
                 pb.ListOrdersRequest(
                     parent=tenant_name(tenant), page_size=50, page_token=token, state=state
                 ),
                 metadata=self.metadata,
                 timeout=CALL_TIMEOUT_S,
             )
-            orders.extend(page.orders)
-            token = page.next_page_token
-            if not token:
-                return orders
+        )
+        return [o for page in pages for o in page.orders]
 
     async def upload_photos(
         self, order_name: str, photos: Sequence[PhotoSource], chunk_bytes: int = CHUNK_BYTES
@@ -352,11 +360,8 @@ class HeadshotsClient:
     ) -> tuple[list[pb.Result], pb.RejectionSummary]:
         """Every result of the order (with the rejected candidates and their reasons when
         `include_rejected`), and the order's rejection summary."""
-        results: list[pb.Result] = []
-        summary = pb.RejectionSummary()
-        token = ""
-        while True:
-            page = await self._api.ListResults(
+        pages = await _all_pages(
+            lambda token: self._api.ListResults(
                 pb.ListResultsRequest(
                     parent=order_name,
                     page_size=PAGE_SIZE,
@@ -366,12 +371,10 @@ class HeadshotsClient:
                 metadata=self.metadata,
                 timeout=LIST_RESULTS_TIMEOUT_S,
             )
-            results.extend(page.results)
-            if page.HasField("summary"):
-                summary = page.summary
-            token = page.next_page_token
-            if not token:
-                return results, summary
+        )
+        summaries = [page.summary for page in pages if page.HasField("summary")]
+        results = [r for page in pages for r in page.results]
+        return results, summaries[-1] if summaries else pb.RejectionSummary()
 
     async def download(self, result_name: str) -> bytes:
         """The image of one result (streamed in chunks, joined here)."""
