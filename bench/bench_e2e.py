@@ -38,17 +38,8 @@ if str(ROOT) not in sys.path:
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from devstack.demo import (  # noqa: E402
-    ADMIN_TOKEN_ENV,
-    DEFAULT_PHOTOS,
-    DEMO_MIN_PHOTOS,
-    MIN_PHOTOS_ENV,
-    TINY_CANDIDATES,
-    GatewayClient,
-    open_channel,
-    photo_files,
-    state_name,
-)
+from clients.sdk import HeadshotsClient, open_channel, photo_files, state_name  # noqa: E402
+from devstack.demo import DEFAULT_PHOTOS, TINY_CANDIDATES, demo_stack  # noqa: E402
 from devstack.stack import Stack  # noqa: E402
 from headshots.v1 import headshots_pb2 as pb  # noqa: E402
 
@@ -77,9 +68,9 @@ def scrape_model_seconds(stack: Stack) -> dict[str, float]:
 
 async def run_order(stack: Stack, token: str, photos: Path, candidates: int) -> dict[str, object]:
     async with open_channel(stack.procs["gateway"].addr) as channel:
-        admin = GatewayClient(channel, token)
+        admin = HeadshotsClient(channel, token)
         tenant, secret = await admin.bootstrap_tenant("bench-e2e")
-        client = GatewayClient(channel, secret)
+        client = admin.with_token(secret)
         before = scrape_model_seconds(stack)
         run = await client.run_order(
             tenant,
@@ -115,9 +106,8 @@ def main() -> None:
     token = os.urandom(16).hex()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         # The fixture folder has six photos, one a re-encoded copy of another: the demo's
-        # minimum applies (the platform's is eight).
-        gateway = {ADMIN_TOKEN_ENV: token, MIN_PHOTOS_ENV: str(DEMO_MIN_PHOTOS)}
-        stack = Stack(Path(tmp), service_env={"gateway": gateway})
+        # stack, with its minimum (the platform's is eight), for every service.
+        stack = demo_stack(Path(tmp), token)
         t0 = time.monotonic()
         try:
             stack.start(timeout=300)

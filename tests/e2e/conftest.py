@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from devstack.demo import GatewayClient, OrderRun, open_channel
+from clients.sdk import HeadshotsClient, OrderRun, open_channel
 from devstack.stack import Stack
 from tests.e2e.harness import (
     ADMIN_TOKEN,
@@ -66,12 +66,12 @@ class Gateway:
     channel: grpc.aio.Channel
 
     @property
-    def admin(self) -> GatewayClient:
-        return GatewayClient(self.channel, ADMIN_TOKEN)
+    def admin(self) -> HeadshotsClient:
+        return HeadshotsClient(self.channel, ADMIN_TOKEN)
 
-    async def tenant(self, prefix: str = "t") -> tuple[str, GatewayClient]:
+    async def tenant(self, prefix: str = "t") -> tuple[str, HeadshotsClient]:
         name, secret = await self.admin.bootstrap_tenant(f"{prefix}-{uuid.uuid4().hex[:8]}")
-        return name, GatewayClient(self.channel, secret)
+        return name, self.admin.with_token(secret)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +84,7 @@ async def shared_gateway(shared_stack: Stack) -> AsyncIterator[Gateway]:
 class CompletedOrder:
     stack: Stack
     tenant: str
-    client: GatewayClient
+    client: HeadshotsClient
     run: OrderRun
     photos: list[Path]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
-from devstack.demo import ADMIN_TOKEN_ENV, state_name
+from clients.sdk import ADMIN_TOKEN_ENV, state_name
 from devstack.stack import Stack, tail
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2

@@ -8,16 +8,14 @@ order but its ledger entries.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from devstack.demo import open_channel
+from clients.sdk import open_channel
 from devstack.stack import Stack
-from headshots.v1 import headshots_pb2 as pb
 from services.common.db import engine as db
 from services.retention.order_rows import scan_for_order
 from tests.e2e.conftest import Gateway, require_models
@@ -64,11 +62,7 @@ async def test_erasing_an_order_while_it_trains(gateway: Gateway, obama_photos: 
         await client.submit(order.name)
         await asyncio.wait_for(progress, 180)
 
-    receipt = await client.api.DeleteOrder(
-        pb.DeleteOrderRequest(name=order.name, request_id=str(uuid.uuid4())),
-        metadata=client.md,
-        timeout=30,
-    )
+    receipt = await client.erase(order.name)
     entries = {e.data_class: e for e in receipt.entries}
     assert entries["PHOTOS"].object_count == len(obama_photos) - 1  # one is a duplicate
     assert entries["DATA_KEY"].key_id_hash and receipt.complete_time.seconds > 0

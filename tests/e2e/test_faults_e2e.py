@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.demo import GatewayClient, open_channel
+from clients.sdk import HeadshotsClient, open_channel
 from devstack.stack import Stack
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
@@ -55,7 +55,7 @@ def mid_work(event: jobs_pb2.OrderEvent) -> bool:
     return event.total > 0 and 0 < event.done < event.total
 
 
-async def start_order(gw: Gateway, photos: list[Path]) -> tuple[GatewayClient, pb.Order]:
+async def start_order(gw: Gateway, photos: list[Path]) -> tuple[HeadshotsClient, pb.Order]:
     tenant, client = await gw.tenant("fault")
     order = await client.create_order(tenant, display_name="fault test", **FAULT_ORDER_FIELDS)
     upload = await client.upload_photos(order.name, photos)
@@ -63,7 +63,7 @@ async def start_order(gw: Gateway, photos: list[Path]) -> tuple[GatewayClient, p
     return client, order
 
 
-async def assert_completed_once(stack: Stack, client: GatewayClient, order: pb.Order) -> None:
+async def assert_completed_once(stack: Stack, client: HeadshotsClient, order: pb.Order) -> None:
     """READY, each result listed once and stored once, no job dead-lettered."""
     final = await client.watch(order.name, within_s=ORDER_TIMEOUT_S)
     assert final.state == pb.ORDER_STATE_READY, describe(final) + "\n" + logs(stack)

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from PIL import Image
 
-from devstack.demo import state_name
+from clients.sdk import state_name
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import internal_pb2, internal_pb2_grpc
 from tests.e2e.conftest import CompletedOrder, Gateway
@@ -39,18 +39,18 @@ def test_upload_checks_every_photo(completed_order: CompletedOrder) -> None:
     upload = completed_order.run.upload
     stored = upload.stored.photos
     # Every photo got an answer: stored with its checks, or refused with the reason.
-    assert sorted([p.filename for p in stored] + [f for f, _ in upload.refused]) == sorted(
+    assert sorted([p.filename for p in stored] + [r.filename for r in upload.refused]) == sorted(
         p.name for p in completed_order.photos
     )
     for photo in stored:
         assert photo.name.startswith(completed_order.run.order.name + "/photos/")
         assert photo.usable and photo.width > 0 and photo.height > 0 and len(photo.sha256) == 64
         assert not any(f.blocking for f in photo.findings), photo
-    for filename, why in upload.refused:
-        assert filename in why and ":" in why, (filename, why)
+    for refused in upload.refused:
+        assert refused.filename in refused.reason and refused.code, refused
     # The two bioguide portraits are the same picture under two names: one is flagged.
     flagged = [p.filename for p in stored if any(f.code == "DUPLICATE" for f in p.findings)]
-    flagged += [f for f, why in upload.refused if why.startswith("DUPLICATE")]
+    flagged += [r.filename for r in upload.refused if r.code == "DUPLICATE"]
     assert any("bioguide" in f for f in flagged), (
         [(p.filename, [f.code for f in p.findings]) for p in stored],
         upload.refused,

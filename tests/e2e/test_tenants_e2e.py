@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from devstack.demo import GatewayClient, OrderRun
+from clients.sdk import HeadshotsClient, OrderRun
 from headshots.v1 import headshots_pb2 as pb
 from tests.e2e.conftest import Gateway
 from tests.e2e.harness import describe, logs
@@ -29,7 +29,7 @@ async def test_twelve_orders_three_tenants(
     tenants = [await shared_gateway.tenant(f"co{i}") for i in range(TENANTS)]
     photos = obama_photos
 
-    async def one(tenant: str, client: GatewayClient, i: int) -> OrderRun:
+    async def one(tenant: str, client: HeadshotsClient, i: int) -> OrderRun:
         return await client.run_order(
             tenant, photos, within_s=TIMEOUT_S, display_name=f"{tenant} #{i}", **FIELDS
         )

@@ -44,7 +44,19 @@ def _card(item: SheetItem) -> str:
     )
 
 
-def render(order: pb.Order, items: Sequence[SheetItem], summary: pb.RejectionSummary) -> str:
+def _notice(text: str) -> str:
+    if not text:
+        return ""
+    return '\n<p class="notice"><b>Note:</b> ' + html.escape(text) + "</p>"
+
+
+def render(
+    order: pb.Order,
+    items: Sequence[SheetItem],
+    summary: pb.RejectionSummary,
+    notice: str = "",
+) -> str:
+    """The page; `notice` (e.g. "these come from a test model") is shown under the title."""
     state = pb.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
     delivered = [i for i in items if i.result.delivered]
     rejected = [i for i in items if not i.result.delivered]
@@ -68,9 +80,10 @@ figure.no{{opacity:.8;border-color:#e3b4b4}}
 img,.missing{{width:100%;aspect-ratio:1;object-fit:cover;border-radius:4px;background:#eee}}
 .missing{{display:flex;align-items:center;justify-content:center;color:#888}}
 figcaption{{font-size:12px;margin-top:4px}} .why{{color:#a33;margin:.3em 0}}
+.notice{{background:#fff3cd;border:1px solid #e0b000;padding:.8em;max-width:60em}}
 table{{border-collapse:collapse}} td{{padding:2px 10px;border-bottom:1px solid #eee}}
 </style></head><body>
-<h1>{html.escape(order.display_name or order.name)}</h1>
+<h1>{html.escape(order.display_name or order.name)}</h1>{_notice(notice)}
 <p>{html.escape(order.name)} · {state} · {summary.candidates} candidates,
 {summary.passed} passed every check, {summary.delivered} delivered</p>{failure}
 <h2>Delivered ({len(delivered)})</h2>
@@ -85,7 +98,11 @@ table{{border-collapse:collapse}} td{{padding:2px 10px;border-bottom:1px solid #
 
 
 def write_contact_sheet(
-    path: Path, order: pb.Order, items: Sequence[SheetItem], summary: pb.RejectionSummary
+    path: Path,
+    order: pb.Order,
+    items: Sequence[SheetItem],
+    summary: pb.RejectionSummary,
+    notice: str = "",
 ) -> Path:
-    path.write_text(render(order, items, summary), encoding="utf-8")
+    path.write_text(render(order, items, summary, notice), encoding="utf-8")
     return path
