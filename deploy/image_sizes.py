@@ -129,7 +129,7 @@ def measure() -> dict[str, object]:
     dists = installed()
     cuda = json.loads(CUDA_PAYLOAD.read_text())
     rows = {}
-    for image, (lock, ort, gpu) in IMAGES.items():
+    for image, (lock, _flavour, gpu) in IMAGES.items():
         before = closure([*BEFORE, "onnxruntime"], dists)  # measured with the CPU flavour
         after = lock_names(lock)
         if gpu and image != "filter":
@@ -179,14 +179,16 @@ def top(image: str, n: int = 8) -> list[tuple[str, int]]:
 
 def table(result: dict[str, object]) -> str:
     lines = [
-        "| image | before: packages | before: MB | after: packages | after: MB | heavy packages after |",
+        "| image | before: packages | before: MB | after: packages | after: MB "
+        "| heavy packages after |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for image, row in result["images"].items():  # type: ignore[union-attr]
         b, a = row["before"], row["after"]
+        heavy = ", ".join(a["heavy"]) or "none"
         lines.append(
-            f"| {image} | {b['packages']} | {b['total_mb']:,} | {a['packages']} | {a['total_mb']:,} "
-            f"| {', '.join(a['heavy']) or 'none'} |"
+            f"| {image} | {b['packages']} | {b['total_mb']:,} "
+            f"| {a['packages']} | {a['total_mb']:,} | {heavy} |"
         )
     return "\n".join(lines)
 

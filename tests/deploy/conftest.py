@@ -113,6 +113,7 @@ def render_with_component(component: str, out: Path) -> str:
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
+                "namespace": "headshots",
                 "resources": [str(rel / "overlays" / "gpu")],
                 "components": [str(rel / "components" / component)],
             }

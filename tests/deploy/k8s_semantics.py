@@ -74,6 +74,15 @@ class Pod:
     claim_volumes: frozenset[str] = frozenset()
 
 
+def iana_service_name(name: str) -> bool:
+    return (
+        len(name) <= 15
+        and bool(IANA_SVC_NAME.match(name))
+        and "--" not in name
+        and bool(re.search("[a-z]", name))
+    )
+
+
 def _name(doc: Doc) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
@@ -189,7 +198,7 @@ class Checker:
                 n = p.get("name")
                 if n is None:
                     continue
-                if len(n) > 15 or not IANA_SVC_NAME.match(n) or "--" in n or not re.search("[a-z]", n):
+                if not iana_service_name(n):
                     self.problem(f"{where}: port name {n!r} is not an IANA service name (<= 15)")
                 if n in port_names:
                     self.problem(f"{where}: port name {n!r} used twice in the pod")
@@ -249,11 +258,13 @@ class Checker:
             if "secret" in v:
                 s = v["secret"]
                 for item in s.get("items") or [None]:
-                    self.secret_key(where, s["secretName"], item and item["key"], s.get("optional", False))
+                    key = item and item["key"]
+                    self.secret_key(where, s["secretName"], key, s.get("optional", False))
             if "configMap" in v:
                 cm = v["configMap"]
                 for item in cm.get("items") or [None]:
-                    self.configmap_key(where, cm["name"], item and item["key"], cm.get("optional", False))
+                    key = item and item["key"]
+                    self.configmap_key(where, cm["name"], key, cm.get("optional", False))
             if "persistentVolumeClaim" in v:
                 claim = v["persistentVolumeClaim"]["claimName"]
                 if not any(
@@ -330,7 +341,7 @@ class Checker:
             selector = d["spec"].get("selector")
             if not selector:
                 continue
-            targets = [p for p in self.pods if selector_matches({"matchLabels": selector}, p.labels)]
+            targets = self.selected({"matchLabels": selector})
             if not targets:
                 self.problem(f"{where}: selector {selector} matches no pod in the render")
                 continue
@@ -345,20 +356,24 @@ class Checker:
                     if isinstance(target, str) and target not in {x.get("name") for x in declared}:
                         self.problem(f"{where}: targetPort {target!r} is not a port of {pod.where}")
 
+    def selected(self, selector: Doc | None) -> list[Pod]:
+        return [p for p in self.pods if selector_matches(selector, p.labels)]
+
     def of(self, kind: str) -> list[Doc]:
         return [d for d in self.docs if d.get("kind") == kind]
 
     def selectors_find_pods(self) -> None:
         for kind in ("PodDisruptionBudget", "PodMonitor"):
             for d in self.of(kind):
-                if not any(selector_matches(d["spec"].get("selector"), p.labels) for p in self.pods):
+                if not self.selected(d["spec"].get("selector")):
                     self.problem(f"{_name(d)}: selector matches no pod in the render")
         for d in self.of("PodMonitor"):
             for endpoint in d["spec"].get("podMetricsEndpoints") or []:
                 port = endpoint.get("port")
-                matched = [p for p in self.pods if selector_matches(d["spec"]["selector"], p.labels)]
-                for pod in matched:
-                    names = {x.get("name") for c in containers(pod.spec) for x in c.get("ports") or []}
+                for pod in self.selected(d["spec"]["selector"]):
+                    names = {
+                        x.get("name") for c in containers(pod.spec) for x in c.get("ports") or []
+                    }
                     if port not in names:
                         self.problem(f"{_name(d)}: port {port!r} is not a port of {pod.where}")
         for kind in ("HorizontalPodAutoscaler", "ScaledObject"):

@@ -38,6 +38,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import DEPLOY, ROOT, Doc, Manifests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -47,10 +48,13 @@ from services.common import db
 from services.common.embedded import NatsServer, Postgres, free_port
 from services.common.migrate import SchemaNotReady, prepare_schemas
 from services.common.settings import ServiceSettings
+from services.gateway.bootstrap import EXIT_EXISTS, BootstrapError, create_tenant
+from services.gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
 
 OWNER, APP = "headshots", "headshots_app"
+BOOTSTRAP = (sys.executable, "-m", "services.gateway.bootstrap")
 SIOCGIFADDR = 0x8915
 
 
@@ -156,9 +160,7 @@ def address() -> str:
 @pytest.fixture(scope="module")
 async def database(postgres: Postgres) -> dict[str, str]:
     """The guide's roles and database, created as the superuser; URLs per role."""
-    engine = create_async_engine(
-        postgres.url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
-    )
+    engine = create_async_engine(postgres.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
             for stmt in guide_sql():
@@ -292,7 +294,7 @@ async def test_dml_role_reads_and_writes_but_cannot_change_the_schema(
                 "DROP TABLE keyring.data_keys",
                 "UPDATE gateway.alembic_version SET version_num = 'x'",
             ):
-                with pytest.raises(sa.exc.DBAPIError, match="(?i)permission denied|must be owner"):
+                with pytest.raises(sa.exc.DBAPIError, match=r"(?i)permission denied|must be owner"):
                     await conn.execute(sa.text(ddl))
                 await conn.rollback()
     finally:
@@ -357,8 +359,7 @@ def test_bootstrap_command_creates_the_first_tenant_and_a_key_that_works(
     # `kubectl exec deploy/gateway -- python -m services.gateway.bootstrap create-tenant ...`:
     # the gateway container's own environment.
     proc = run(
-        [sys.executable, "-m", "services.gateway.bootstrap", "create-tenant", "acme"]
-        + ["--display-name", "Acme"],
+        [*BOOTSTRAP, "create-tenant", "acme", "--display-name", "Acme"],
         gateway_env,
     )
     assert proc.returncode == 0, proc.stderr
@@ -368,9 +369,7 @@ def test_bootstrap_command_creates_the_first_tenant_and_a_key_that_works(
     assert key.startswith("hs_")
 
     rest = f"http://{address}:{gateway_env['HS_GATEWAY_HTTP_PORT']}"
-    listed = httpx.get(
-        f"{rest}/v1/tenants/acme/orders", headers={"authorization": f"Bearer {key}"}
-    )
+    listed = httpx.get(f"{rest}/v1/tenants/acme/orders", headers={"authorization": f"Bearer {key}"})
     assert listed.status_code == 200, listed.text
     denied = httpx.get(f"{rest}/v1/tenants/acme/orders", headers={"authorization": "Bearer x"})
     assert denied.status_code == 401
@@ -382,18 +381,22 @@ def test_bootstrap_command_creates_the_first_tenant_and_a_key_that_works(
         )
         assert list(orders.orders) == []
 
-    again = run(
-        [sys.executable, "-m", "services.gateway.bootstrap", "create-tenant", "acme"], gateway_env
-    )
-    assert again.returncode == 3 and "already exists" in again.stderr
 
-
-def test_bootstrap_refuses_to_make_keys_without_a_pepper(gateway_env: dict[str, str]) -> None:
-    env = {**gateway_env, "HS_GATEWAY_KEY_PEPPER": ""}
-    proc = run(
-        [sys.executable, "-m", "services.gateway.bootstrap", "create-tenant", "nopepper"], env
+async def test_bootstrap_refuses_a_second_run_and_keys_without_a_pepper(
+    gateway: subprocess.Popen, gateway_env: dict[str, str]
+) -> None:
+    settings = GatewaySettings(
+        database_url=gateway_env["DATABASE_URL"],
+        key_pepper=gateway_env["HS_GATEWAY_KEY_PEPPER"],
+        migrate_on_start=False,
     )
-    assert proc.returncode == 2 and "HS_GATEWAY_KEY_PEPPER is empty" in proc.stderr
+    with pytest.raises(BootstrapError, match="already exists") as exists:
+        await create_tenant(settings, "acme")
+    assert exists.value.code == EXIT_EXISTS
+    more = await create_tenant(settings, "acme", exists_ok=True, key_name="second")
+    assert more["tenant_created"] is False and more["api_key"].startswith("hs_")
+    with pytest.raises(BootstrapError, match="HS_GATEWAY_KEY_PEPPER is empty"):
+        await create_tenant(settings.model_copy(update={"key_pepper": SecretStr("")}), "nopepper")
 
 
 def test_gateway_exports_traces_with_the_otlp_exporter_installed(gateway: subprocess.Popen) -> None:
@@ -407,4 +410,3 @@ def test_gateway_exports_traces_with_the_otlp_exporter_installed(gateway: subpro
 def test_gateway_stops_cleanly_on_sigterm(gateway: subprocess.Popen) -> None:
     gateway.send_signal(signal.SIGTERM)
     assert gateway.wait(timeout=40) == 0
-
