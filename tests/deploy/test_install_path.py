@@ -125,12 +125,51 @@ def container_env(m: Manifests, container: Doc, secrets_: dict[tuple[str, str], 
     return env
 
 
-def process_env(env: dict[str, str]) -> dict[str, str]:
+# What the gateway image does not carry (deploy/docker/locks/gateway.txt): importing any of
+# these in a process started by process_env fails, as it would in the image.
+NOT_IN_GATEWAY_IMAGE = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "onnxruntime",
+    "onnx",
+    "pgserver",
+    "grpc_tools",
+    "typer",
+    "rich",
+)
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = set({blocked!r})
+class _NotInImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not in the gateway image")
+        return None
+sys.meta_path.insert(0, _NotInImage())
+"""
+
+
+@pytest.fixture(scope="module")
+def image_python_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """PYTHONPATH of a process that sees only the gateway image's packages: the code, and a
+    sitecustomize that refuses every package the gateway's lock leaves out."""
+    lock = (DEPLOY / "docker" / "locks" / "gateway.txt").read_text().lower()
+    for module in ("torch", "diffusers", "transformers", "onnxruntime", "pgserver"):
+        assert f"\n{module}==" not in lock, f"{module} is in the gateway lock"
+    site = tmp_path_factory.mktemp("gateway-image-site")
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=NOT_IN_GATEWAY_IMAGE))
+    return f"{site}{os.pathsep}{ROOT}"
+
+
+def process_env(env: dict[str, str], python_path: str | None = None) -> dict[str, str]:
     # Only what the image adds (PATH, the code on PYTHONPATH); nothing of this shell's own.
     return {
         **{k: str(v) for k, v in env.items()},
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": python_path or str(ROOT),
         "HOME": os.environ.get("HOME", "/tmp"),
     }
 
@@ -140,9 +179,16 @@ def command(container: Doc) -> list[str]:
     return [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], env: dict[str, str], python_path: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cmd, env=process_env(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        cmd,
+        env=process_env(env, python_path),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -198,6 +244,7 @@ def setup_job(
     manifests: dict[str, Manifests],
     test_secrets: dict[tuple[str, str], str],
     nats_server: NatsServer,
+    image_python_path: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, subprocess.CompletedProcess]:
     """Step "Migrate and declare streams": the Job's two containers, in their order."""
@@ -207,7 +254,9 @@ def setup_job(
     done = {}
     for c in Manifests.pod_spec(job)["initContainers"] + Manifests.pod_spec(job)["containers"]:
         env = substitute(container_env(m, c, test_secrets), nats_server.url, tmp)
-        done[c["name"]] = proc = run(command(c), env)
+        # The Job runs the gateway image: only its packages are importable.
+        assert c["image"].split("/")[-1].startswith("gateway")
+        done[c["name"]] = proc = run(command(c), env, image_python_path)
         assert proc.returncode == 0, f"{c['name']}: {proc.stdout}\n{proc.stderr[-3000:]}"
     return done
 
@@ -238,12 +287,17 @@ def gateway(
     gateway_env: dict[str, str],
     setup_job: dict[str, subprocess.CompletedProcess],
     address: str,
+    image_python_path: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[subprocess.Popen]:
     container = Manifests.containers(manifests["gpu"].get("Deployment", "gateway"), init=False)[0]
     log = (tmp_path_factory.mktemp("gwlog") / "gateway.log").open("w+")
     proc = subprocess.Popen(
-        command(container), env=process_env(gateway_env), cwd=ROOT, stdout=log, stderr=log
+        command(container),
+        env=process_env(gateway_env, image_python_path),
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
     )
     target = f"{address}:{gateway_env['HS_GRPC_PORT']}"
     deadline = time.monotonic() + 60
@@ -269,6 +323,16 @@ def gateway(
 
 
 # ------------------------------------------------------------------ the steps
+
+
+def test_the_gateway_images_python_refuses_what_the_image_lacks(image_python_path: str) -> None:
+    # So that the gateway and the setup Job running under it prove the image's set suffices.
+    probe = "import importlib, sys; importlib.import_module(sys.argv[1])"
+    for module in ("torch", "onnxruntime", "pgserver"):
+        proc = run([sys.executable, "-c", probe, module], {}, image_python_path)
+        assert proc.returncode != 0 and "is not in the gateway image" in proc.stderr
+    ok = run([sys.executable, "-c", probe, "services.gateway.app"], {}, image_python_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
 
 
 def test_setup_job_migrates_as_owner_and_grants_the_dml_role(
@@ -354,13 +418,14 @@ def test_gateway_answers_grpc_and_rest_on_the_pods_address(
 
 
 def test_bootstrap_command_creates_the_first_tenant_and_a_key_that_works(
-    gateway: subprocess.Popen, gateway_env: dict[str, str], address: str
+    gateway: subprocess.Popen, gateway_env: dict[str, str], address: str, image_python_path: str
 ) -> None:
     # `kubectl exec deploy/gateway -- python -m services.gateway.bootstrap create-tenant ...`:
     # the gateway container's own environment.
     proc = run(
         [*BOOTSTRAP, "create-tenant", "acme", "--display-name", "Acme"],
         gateway_env,
+        image_python_path,
     )
     assert proc.returncode == 0, proc.stderr
     created = json.loads(proc.stdout)
