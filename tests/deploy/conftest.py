@@ -35,6 +35,8 @@ COMPONENTS = (
     "nats-tls",
     "gpu-filter-shared",
 )
+# overlays/gpu already includes these two: they are rendered alone on the base instead.
+IN_GPU_OVERLAY = ("network-policies", "keda")
 OPERATOR_PROVIDED = K8S / "operator-provided.yaml"
 # Kinds without a namespace: the render may hold them outside "headshots".
 CLUSTER_SCOPED = ("Namespace", "PriorityClass")
@@ -103,8 +105,8 @@ def rendered_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def render_with_component(component: str, out: Path) -> str:
-    """overlays/gpu plus one component, through a kustomization written under `out` (paths
-    relative: kustomize refuses absolute ones)."""
+    """overlays/gpu (the base for the two gpu already has) plus one component, through a
+    kustomization written under `out` (paths relative: kustomize refuses absolute ones)."""
     work = out / f"with-{component}"
     work.mkdir(parents=True, exist_ok=True)
     rel = Path(os.path.relpath(K8S, work))
@@ -114,7 +116,9 @@ def render_with_component(component: str, out: Path) -> str:
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "namespace": "headshots",
-                "resources": [str(rel / "overlays" / "gpu")],
+                "resources": [
+                    str(rel / "base" if component in IN_GPU_OVERLAY else rel / "overlays" / "gpu")
+                ],
                 "components": [str(rel / "components" / component)],
             }
         )
