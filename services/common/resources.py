@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.bus.client import Bus
 from services.common.bus.erasure import ErasedOrders
 from services.common.db import engine as db
+from services.common.db.migrate import prepare_schemas
 from services.common.settings import ServiceSettings
 from services.common.storage.base import BlobStore
 from services.common.storage.factory import open_blob_store
@@ -48,8 +49,7 @@ async def open_resources(
         url = engine = None
         if database or schemas or settings.master_key is not None:
             url = db.database_url(settings)
-            for schema in ("keyring", *schemas):
-                await db.migrate(url, schema)
+            await prepare_schemas(settings, url, "keyring", *schemas)
             engine = db.create_engine(url)
             stack.push_async_callback(engine.dispose)
         # 2. The blob store (encrypted under the order's key when a master key is set).

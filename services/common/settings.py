@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     otel_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
     # file exporter: spans appended as JSON lines (used by the e2e trace test)
     otel_file: Path | None = Field(None, validation_alias=_env("HS_OTEL_FILE"))
+    # Apply this service's database migrations at start (dev, tests, single-role installs).
+    # False in production: a Job with the schema-owning role migrates and the services, which
+    # connect with a DML-only role, wait for the schema to be at their head revision.
+    migrate_on_start: bool = Field(True, validation_alias=_env("HS_MIGRATE_ON_START"))
     # JetStream stream replicas: 1 for the embedded server, 3 on a clustered NATS (R3).
     jetstream_replicas: int = Field(1, validation_alias=_env("HS_JETSTREAM_REPLICAS"))
     # Seconds between SIGTERM and exit: finish or hand back work inside this.

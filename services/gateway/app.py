@@ -20,7 +20,7 @@ from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2_grpc
 from services.common.bus.consumer import Worker
 from services.common.bus.outbox import OutboxRelay
-from services.common.grpc.server import ServiceHost
+from services.common.grpc.server import CLIENT_CHANNEL_OPTIONS, ServiceHost
 from services.common.ports import free_port
 from services.common.resources import open_resources
 from services.gateway.auth import Authenticator
@@ -43,6 +43,7 @@ SERVICES = (
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    *CLIENT_CHANNEL_OPTIONS,
 ]
 
 
@@ -53,7 +54,9 @@ def openapi_document() -> dict[str, Any]:
 class GatewayApp:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.host = ServiceHost(settings)
+        # Clients reach the gateway through an L7 proxy that balances per request; its
+        # WatchOrder streams last for hours, so no connection-age limit here.
+        self.host = ServiceHost(settings, max_connection_age_s=None)
         self.http_port = 0
         self._closers: list[Any] = []
         self._resources = contextlib.AsyncExitStack()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -11,7 +11,9 @@ from services.common.settings import ServiceSettings
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="HS_GATEWAY_", extra="ignore")
 
-    http_host: str = "127.0.0.1"
+    # REST bind address. Unset: the gRPC server's (HS_GRPC_HOST), so a pod, whose gRPC binds
+    # 0.0.0.0, serves REST on its own address too, while dev and tests stay on loopback.
+    http_host: str | None = None
     # REST (transcoded from the protos); 0 picks a free port, -1 turns REST off.
     http_port: int = 8080
     # Operator token for AdminService; unset = AdminService refuses every call.
@@ -40,3 +42,9 @@ class GatewaySettings(ServiceSettings):
     preview_timeout_s: float = 60.0
     erase_timeout_s: float = 60.0
     watch_poll_s: float = 2.0
+
+    @model_validator(mode="after")
+    def _rest_binds_where_grpc_does(self) -> GatewaySettings:
+        if self.http_host is None:
+            self.http_host = self.grpc_host
+        return self

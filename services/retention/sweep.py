@@ -12,6 +12,7 @@ import json
 from datetime import datetime
 
 from services.common.db import engine as db
+from services.common.db.migrate import prepare_schemas
 from services.common.keys.keyring import Keyring, load_master_key
 from services.common.storage.factory import open_blob_store
 from services.retention.clock import FixedClock, SystemClock
@@ -22,8 +23,7 @@ from services.retention.settings import RetentionSettings
 async def run(at: datetime | None) -> dict[str, object]:
     settings = RetentionSettings(service_name="retention-sweep")
     url = db.database_url(settings)
-    await db.migrate(url, "keyring")
-    await db.migrate(url, "retention")
+    await prepare_schemas(settings, url, "keyring", "retention")
     engine = db.create_engine(url)
     try:
         keyring = Keyring(engine, load_master_key(settings), settings.master_key_id)

@@ -23,7 +23,23 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKER = DEPLOY / "docker"
-OVERLAYS = ("dev", "gpu")
+OVERLAYS = ("dev", "gpu", "production")
+# Components an operator switches on; each is also rendered alone on top of overlays/gpu.
+COMPONENTS = (
+    "network-policies",
+    "keda",
+    "ingress",
+    "postgres-cnpg",
+    "monitoring",
+    "otel",
+    "nats-tls",
+    "gpu-filter-shared",
+)
+# overlays/gpu already includes these two: they are rendered alone on the base instead.
+IN_GPU_OVERLAY = ("network-policies", "keda")
+OPERATOR_PROVIDED = K8S / "operator-provided.yaml"
+# Kinds without a namespace: the render may hold them outside "headshots".
+CLUSTER_SCOPED = ("Namespace", "PriorityClass")
 TOOLS_BIN = ROOT / ".venv-checkov" / "bin"
 TOOLS_STAMP = ROOT / ".venv-checkov" / ".installed"
 # A fresh machine installs checkov and its dependencies in about half a minute from a local
@@ -86,6 +102,42 @@ def rendered_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for overlay in OVERLAYS:
         (out / f"{overlay}.yaml").write_text(kustomize(K8S / "overlays" / overlay))
     return out
+
+
+def render_with_component(component: str, out: Path) -> str:
+    """overlays/gpu (the base for the two gpu already has) plus one component, through a
+    kustomization written under `out` (paths relative: kustomize refuses absolute ones)."""
+    work = out / f"with-{component}"
+    work.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(K8S, work))
+    (work / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "headshots",
+                "resources": [
+                    str(rel / "base" if component in IN_GPU_OVERLAY else rel / "overlays" / "gpu")
+                ],
+                "components": [str(rel / "components" / component)],
+            }
+        )
+    )
+    return kustomize(work)
+
+
+@pytest.fixture(scope="session")
+def component_renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
+    """component name → overlays/gpu with that component, rendered."""
+    out = tmp_path_factory.mktemp("components")
+    return {c: load_docs(render_with_component(c, out)) for c in COMPONENTS}
+
+
+@pytest.fixture(scope="session")
+def operator_provided() -> dict[str, set[str]]:
+    """Secret name → keys, for the Secrets an operator or a controller creates."""
+    doc = yaml.safe_load(OPERATOR_PROVIDED.read_text())
+    return {name: set(entry["keys"]) for name, entry in doc["secrets"].items()}
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,12 @@ def test_services_use_native_grpc_probes_with_a_startup_budget(
     for name, port in SERVICES.items():
         c = Manifests.containers(m.get("Deployment", name), init=False)[0]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if name == "gateway" and probe == "livenessProbe":
+                continue
             assert c[probe].get("grpc", {}).get("port") == port, f"{name} {probe}"
+    # The gateway's liveness goes through REST, so a pod whose REST server died is restarted.
+    gateway = Manifests.containers(m.get("Deployment", "gateway"), init=False)[0]
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # Loading a base model from a volume onto a GPU takes minutes: the startup probe must allow
     # it, or the kubelet restarts the pod in a loop before it ever serves.
     for name in ("generator", "trainer", "filter"):
@@ -181,9 +186,51 @@ def test_gpu_workloads_request_select_and_tolerate_the_gpu_pool(
         assert models["persistentVolumeClaim"]["claimName"] == "headshots-models"
         assert mounts["/models"].get("readOnly") is True
     assert gpu_workloads == set(GPU_SERVICES)
-    assert m.get("PersistentVolumeClaim", "headshots-models")["spec"]["accessModes"] == [
-        "ReadOnlyMany"
-    ]
+    # Shared by every GPU pod on every node, written by the models-fill Job only.
+    claim = m.get("PersistentVolumeClaim", "headshots-models")["spec"]
+    assert claim["accessModes"] == ["ReadWriteMany"] and claim["storageClassName"]
+    fill = Manifests.pod_spec(m.get("Job", "models-fill"))
+    assert fill["volumes"][0]["persistentVolumeClaim"] == {"claimName": "headshots-models"}
+
+
+def test_gpu_pods_choose_their_gpus_and_busy_trainers_are_not_disrupted(
+    manifests: dict[str, Manifests],
+) -> None:
+    m = manifests["gpu"]
+    assert m.get("PriorityClass", "headshots-gpu")["preemptionPolicy"] == "Never"
+    minimum_mib = {"trainer": 40000, "generator": 20000}
+    for name in GPU_SERVICES:
+        pod = Manifests.pod_spec(m.get("Deployment", name))
+        assert pod["priorityClassName"] == "headshots-gpu"
+        zones = [t for t in pod["topologySpreadConstraints"] if "zone" in t["topologyKey"]]
+        assert zones and zones[0]["whenUnsatisfiable"] == "ScheduleAnyway"
+        if name in minimum_mib:
+            terms = pod["affinity"]["nodeAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+            (expr,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
+            assert expr["key"] == "nvidia.com/gpu.memory" and expr["operator"] == "Gt"
+            assert int(expr["values"][0]) == minimum_mib[name]
+    annotations = Manifests.pod_template(m.get("Deployment", "trainer"))["metadata"]["annotations"]
+    assert annotations["karpenter.sh/do-not-disrupt"] == "true"
+    assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+
+
+def test_keda_fallback_keeps_replicas_and_every_durable_is_created_by_the_setup_job(
+    manifests: dict[str, Manifests],
+) -> None:
+    from services.common.bus_setup import JOB_DURABLES
+    from services.filter.__main__ import DURABLE as FILTER
+    from services.generator.worker import DURABLE as GENERATOR
+    from services.trainer.worker import DURABLE as TRAINER
+
+    assert set(JOB_DURABLES.values()) == {FILTER, GENERATOR, TRAINER}
+    m = manifests["gpu"]
+    for so in m.of_kind("ScaledObject"):
+        assert so["spec"]["fallback"]["behavior"] == "currentReplicasIfHigher"
+        assert so["spec"]["triggers"][0]["metadata"]["consumer"] in JOB_DURABLES.values()
+    job = Manifests.pod_spec(m.get("Job", "headshots-setup"))
+    assert job["containers"][0]["command"] == ["python", "-m", "services.common.bus_setup"]
 
 
 def test_dev_runs_on_cpu_only(manifests: dict[str, Manifests]) -> None:

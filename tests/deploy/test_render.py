@@ -13,14 +13,22 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-from conftest import OVERLAYS, SERVICES, Doc, Manifests
+from conftest import CLUSTER_SCOPED, COMPONENTS, OVERLAYS, SERVICES, Doc, Manifests
+from crd_schemas import SCHEMAS
 
 from services.common.settings import ServiceSettings
 
 # The oldest Kubernetes these manifests support (native gRPC probes, the preStop sleep action)
 # and the newest schema kubernetes-validate ships.
 K8S_VERSIONS = ("1.33", "1.37")
-CRD_GROUPS = ("keda.sh/",)
+CRD_GROUPS = (
+    "keda.sh/",
+    "cert-manager.io/",
+    "gateway.networking.k8s.io/",
+    "postgresql.cnpg.io/",
+    "barmancloud.cnpg.io/",
+    "monitoring.coreos.com/",
+)
 
 # keda.sh/v1alpha1 ScaledObject: the fields these manifests use, strictly (a typo is an error).
 SCALED_OBJECT_SCHEMA: dict[str, Any] = {
@@ -61,6 +69,15 @@ SCALED_OBJECT_SCHEMA: dict[str, Any] = {
                     "properties": {
                         "failureThreshold": {"type": "integer", "minimum": 1},
                         "replicas": {"type": "integer", "minimum": 1},
+                        # KEDA >= 2.17.
+                        "behavior": {
+                            "enum": [
+                                "static",
+                                "currentReplicas",
+                                "currentReplicasIfHigher",
+                                "currentReplicasIfLower",
+                            ]
+                        },
                     },
                 },
                 "advanced": {
@@ -122,7 +139,8 @@ def test_overlay_renders_every_service_into_its_namespace(
     assert set(SERVICES) <= deployments
     assert m.get("StatefulSet", "nats")
     for doc in m.docs:
-        if doc["kind"] == "Namespace":
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"], doc["metadata"]["name"]
             continue
         assert doc["metadata"].get("namespace") == "headshots", (
             f"{doc['kind']}/{doc['metadata']['name']} is outside the headshots namespace"
@@ -157,15 +175,31 @@ def test_strict_validation_rejects_a_misspelt_field(manifests: dict[str, Manifes
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
+def _crd_problems(docs: list[Doc]) -> list[str]:
+    problems = []
+    for d in docs:
+        if not is_crd(d):
+            continue
+        if d["kind"] == "ScaledObject":
+            schema = SCALED_OBJECT_SCHEMA
+        else:
+            schema = SCHEMAS.get((d["apiVersion"], d["kind"]))
+            if schema is None:
+                problems.append(f"{d['apiVersion']} {d['kind']}: no schema here")
+                continue
+        validator = jsonschema.Draft202012Validator(schema)
+        problems += [
+            f"{d['kind']}/{d['metadata']['name']} {'/'.join(map(str, e.path))}: {e.message}"
+            for e in validator.iter_errors(d)
+        ]
+    return problems
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_keda_objects_match_their_schema(overlay: str, manifests: dict[str, Manifests]) -> None:
     m = manifests[overlay]
-    crds = [d for d in m.docs if is_crd(d)]
-    assert {d["kind"] for d in crds} <= {"ScaledObject"}, "a CRD kind without a schema here"
-    validator = jsonschema.Draft202012Validator(SCALED_OBJECT_SCHEMA)
-    for so in crds:
-        problems = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(so)]
-        assert not problems, f"ScaledObject/{so['metadata']['name']}: {problems}"
+    assert _crd_problems(m.docs) == []
+    for so in m.of_kind("ScaledObject"):
         target = so["spec"]["scaleTargetRef"]["name"]
         assert m.get(so["spec"]["scaleTargetRef"].get("kind", "Deployment"), target)
         for trigger in so["spec"]["triggers"]:
@@ -173,6 +207,36 @@ def test_keda_objects_match_their_schema(overlay: str, manifests: dict[str, Mani
             keys = set(trigger["metadata"])
             assert set(NATS_JETSTREAM_METADATA["required"]) <= keys
             assert keys <= NATS_JETSTREAM_METADATA["allowed"], keys
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_component_renders_and_validates(
+    component: str, version: str, component_renders: dict[str, list[Doc]]
+) -> None:
+    docs = component_renders[component]
+    assert _crd_problems(docs) == []
+    errors = []
+    for doc in docs:
+        if is_crd(doc):
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at {e.path}")
+    assert not errors, "\n".join(errors)
+
+
+def test_crd_schemas_reject_a_misplaced_field(manifests: dict[str, Manifests]) -> None:
+    m = manifests["production"]
+    cluster = copy.deepcopy(m.get("Cluster", "headshots-pg"))
+    cluster["spec"]["storage"]["storageClassName"] = cluster["spec"]["storage"].pop("storageClass")
+    route = copy.deepcopy(m.get("HTTPRoute", "headshots-rest"))
+    route["spec"]["rules"][0]["timeout"] = route["spec"]["rules"][0].pop("timeouts")
+    backup = copy.deepcopy(m.get("ScheduledBackup", "headshots-pg-nightly"))
+    backup["spec"]["schedule"] = "0 2 * * *"  # five fields: CloudNativePG wants six
+    for broken in (cluster, route, backup):
+        assert _crd_problems([broken]), broken["kind"]
 
 
 def test_schema_rejects_a_misspelt_scaled_object_field(manifests: dict[str, Manifests]) -> None:
@@ -199,11 +263,22 @@ def test_configuration_names_settings_the_services_read(
     service_prefixes = tuple(f"HS_{s.upper()}_" for s in SERVICES)
     # Variables for the libraries underneath, and ones requested from their owners (see the
     # deployment report): HS_JETSTREAM_REPLICAS for Bus.ensure_streams(replicas=...).
-    other = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AWS_REGION", "HS_JETSTREAM_REPLICAS"}
+    # Composition variables: parts of DATABASE_URL / HS_NATS_URL filled from Secrets by the
+    # kubelet's $(VAR) expansion, and the trust store nats-py's TLS context reads.
+    other = {
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "AWS_REGION",
+        "HS_JETSTREAM_REPLICAS",
+        "DB_USER",
+        "DB_PASSWORD",
+        "NATS_PASSWORD",
+        "SSL_CERT_FILE",
+    }
     m = manifests[overlay]
     names = set(m.configmap_data("headshots-config"))
-    for d in m.of_kind("Deployment"):
-        for c in Manifests.containers(d):
+    for name in SERVICES:
+        for c in Manifests.containers(m.get("Deployment", name)):
             names |= set(Manifests.env(c))
     unknown = {
         n
@@ -235,7 +310,16 @@ def test_each_service_gets_its_port_secrets_and_shared_settings(
             r.get("configMapRef", {}).get("name", "").startswith("headshots-config-")
             for r in c.get("envFrom", [])
         )
-        for var, key in (("DATABASE_URL", "database-url"), ("HS_MASTER_KEY", "master-key")):
-            ref = env[var]["valueFrom"]["secretKeyRef"]
-            assert ref["key"] == key and ref["name"].startswith("headshots-secrets")
-            assert "value" not in env[var]
+        ref = env["HS_MASTER_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "master-key" and ref["name"].startswith("headshots-secrets")
+        assert "value" not in env["HS_MASTER_KEY"]
+        # DATABASE_URL: the DML role's URL from a Secret, whole or composed from a Secret's
+        # username and password; never a literal credential.
+        url = env["DATABASE_URL"]
+        if "valueFrom" in url:
+            ref = url["valueFrom"]["secretKeyRef"]
+            assert ref["key"] == "database-url" and ref["name"].startswith("headshots-secrets")
+        else:
+            assert "$(DB_USER):$(DB_PASSWORD)@" in url["value"]
+            for part in ("DB_USER", "DB_PASSWORD"):
+                assert env[part]["valueFrom"]["secretKeyRef"]["name"] == "headshots-db-app"

@@ -162,6 +162,31 @@ class Consumer(Protocol):
     async def stop(self, drain: bool = True, grace: float | None = None) -> None: ...
 
 
+# Internal servers close each connection (GOAWAY) after a few minutes so that clients
+# re-resolve their target and spread over replicas added since (client round_robin over a
+# headless Service); calls in flight get the grace. Pings keep idle connections alive through
+# NAT and find dead peers; the server accepts client pings as often as CLIENT_CHANNEL_OPTIONS
+# sends them.
+MAX_CONNECTION_AGE_S = 300.0
+MAX_CONNECTION_AGE_GRACE_S = 600.0
+SERVER_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+# For service-to-service channels: round_robin over every address the name resolves to
+# (`dns:///filter-headless:50053` → each filter pod), pings no more often than the server allows.
+CLIENT_CHANNEL_OPTIONS = [
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
 class ServiceHost:
     """One process's gRPC server, health, metrics, background work and shutdown."""
 
@@ -172,10 +197,21 @@ class ServiceHost:
         default_port: int = 0,
         interceptors: list[grpc.aio.ServerInterceptor] | None = None,
         max_message_bytes: int = 8 * 1024 * 1024,
+        max_connection_age_s: float | None = MAX_CONNECTION_AGE_S,
     ) -> None:
+        """`max_connection_age_s=None` for a server whose clients balance per request
+        themselves (the gateway behind an L7 proxy) and whose streams last for hours."""
         if settings.grpc_port == 0 and default_port:
             settings.grpc_port = default_port
         self.settings = settings
+        age = (
+            [
+                ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE_S * 1000)),
+            ]
+            if max_connection_age_s
+            else []
+        )
         setup_telemetry(settings)
         self.server = grpc.aio.server(
             interceptors=[_ObservingInterceptor(settings.service_name), *(interceptors or [])],
@@ -183,6 +219,8 @@ class ServiceHost:
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                *SERVER_KEEPALIVE_OPTIONS,
+                *age,
             ],
         )
         self.health = health.aio.HealthServicer()
