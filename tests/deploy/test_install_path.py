@@ -39,14 +39,14 @@ import sqlalchemy as sa
 from conftest import DEPLOY, ROOT, Doc, Manifests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
+from services.common.embedded import NatsServer, Postgres, free_port
+from services.common.migrate import SchemaNotReady, prepare_schemas
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from services.common import db
-from services.common.embedded import NatsServer, Postgres, free_port
-from services.common.migrate import SchemaNotReady, prepare_schemas
 from services.common.settings import ServiceSettings
 from services.gateway.bootstrap import EXIT_EXISTS, BootstrapError, create_tenant
 from services.gateway.settings import GatewaySettings

@@ -220,6 +220,7 @@ def test_keda_fallback_keeps_replicas_and_every_durable_is_created_by_the_setup_
     manifests: dict[str, Manifests],
 ) -> None:
     from services.common.bus_setup import JOB_DURABLES
+
     from services.filter.__main__ import DURABLE as FILTER
     from services.generator.worker import DURABLE as GENERATOR
     from services.trainer.worker import DURABLE as TRAINER

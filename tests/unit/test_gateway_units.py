@@ -82,4 +82,3 @@ def test_openapi_document_is_valid() -> None:
     order = doc["components"]["schemas"]["headshots.v1.Order"]["properties"]
     assert order["version"]["type"] == "string"  # int64 as a JSON string
     assert order["createTime"]["format"] == "date-time"
-
