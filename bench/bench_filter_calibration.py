@@ -35,7 +35,7 @@ from services.faces.face_stack import FaceStack
 from services.faces.geometry import resize
 from services.faces.identity import IdentityModel
 from services.faces.image_io import decode_image
-from tests.unit._filter_calibration import (
+from tests.support.filter_calibration import (
     FACES,
     format_table,
     manifest,
@@ -124,9 +124,7 @@ def main() -> None:
             "gaze_iris_recall": round(r["gaze_iris"].rate, 3),
             "malformed_hand_recall": round(r["hand_malformed"].rate, 3),
             "good_false_reject": round(1 - r["good"].rate, 3),
-            f"score_images_per_s_{SIZE}_batch{args.batch}_threads{args.threads}": round(
-                per_s, 1
-            ),
+            f"score_images_per_s_{SIZE}_batch{args.batch}_threads{args.threads}": round(per_s, 1),
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

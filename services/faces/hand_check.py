@@ -110,7 +110,9 @@ def judge_hands(hands: Sequence[Hand], face: Face | None, t: HandThresholds) -> 
     if len(visible) > t.max_hands:
         return HandVerdict(False, "more hands than one person has", 0.0, len(visible))
     sides = [
-        h.handedness >= 0.5 for h in visible if handedness_certainty(h) >= t.min_handedness_certainty
+        h.handedness >= 0.5
+        for h in visible
+        if handedness_certainty(h) >= t.min_handedness_certainty
     ]
     if len(sides) != len(set(sides)):
         return HandVerdict(False, "two hands of the same side", 0.0, len(visible))

@@ -46,6 +46,7 @@ from services.faces.thresholds import load_section
 from services.filter.selection import SelectionConfig
 from services.filter.worker import CandidateVerdict
 
+
 @dataclass(frozen=True)
 class CandidateThresholds:
     min_face_score: float = 0.5

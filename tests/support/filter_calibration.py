@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.filter.face_stack import FaceStack
-from services.filter.identity import IdentityModel
+from services.faces.face_stack import FaceStack
+from services.faces.identity import IdentityModel
 from services.filter.scoring import CandidateScorer
 from services.filter.worker import CandidateVerdict
 
@@ -75,7 +75,9 @@ def run(scorer: CandidateScorer, items: Sequence[Item], batch: int = 8) -> list[
     out: list[Outcome] = []
     for i in range(0, len(items), batch):
         chunk = items[i : i + batch]
-        verdicts: list[CandidateVerdict] = scorer.score([it.path.read_bytes() for it in chunk], None)
+        verdicts: list[CandidateVerdict] = scorer.score(
+            [it.path.read_bytes() for it in chunk], None
+        )
         out += [Outcome(it, tuple(v.reasons)) for it, v in zip(chunk, verdicts, strict=True)]
     return out
 
