@@ -18,8 +18,8 @@ is a quiet, ordinary hand:
 - a palm the palm detector is sure of, which the landmark model cannot read (presence in
   between "no hand" and "a hand"), is a hand-like shape nobody can vouch for.
 
-Any failure is BROKEN_HAND; `hand_score` is 1 for no hand or only well-formed hands and
-falls towards 0 with the worst hand's evidence, for the quality score.
+Any failure is BROKEN_HAND; `HandVerdict.score` is 1 for no hand or only well-formed hands
+and falls towards 0 with the worst hand's evidence, for the quality score.
 """
 
 from __future__ import annotations

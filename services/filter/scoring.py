@@ -93,7 +93,11 @@ class CandidateScorer:
             except ImageError as err:
                 verdicts[i] = CandidateVerdict(scores={"quality": 0.0}, reasons=[err.code])
         arrays = [a for _, a in decoded]
-        faces = self.stack.detect(arrays) if arrays else []
+        # One image per detector call: a batched call letterboxes every image onto a canvas
+        # sized for the batch's largest, so a verdict would depend on its batch-mates
+        # (5 of 152 changed in mixed batches). Back to one call once detection is
+        # batch-invariant.
+        faces = [self.stack.detect([a])[0] for a in arrays]
         # Every palm, whatever the landmark model says: hand_check tells "no hand" (presence
         # ~0, the palm detector firing on faces and clothes) from "a hand nobody can read".
         self.stack.hand_detector.palm_threshold = self.hand_t.palm_score

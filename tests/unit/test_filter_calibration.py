@@ -2,10 +2,10 @@
 tuned to, held with a margin, and verdicts that do not depend on the batch.
 
 The whole set (~220 images through the real scorer) takes minutes on 2 shared cores, so
-those tests are marked slow. The floors are the rates measured when the thresholds were set (bench/RESULTS.md, row
-"filter calibration"), less a margin of about one image per label, and never under the
-issue's targets where the measured rate met them. A threshold change that loses more than
-that margin fails here.
+those tests are marked slow. The floors are the rates measured when the thresholds were
+set (bench/RESULTS.md, row "filter calibration"), less a margin of about one image per
+label, and never under the issue's targets where the measured rate met them. A threshold
+change that loses more than that margin fails here.
 """
 
 from __future__ import annotations
