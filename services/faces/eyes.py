@@ -11,9 +11,10 @@ upper lid (facts from MediaPipe's iris landmark topology, checked on the fixture
   on shut eyes; the iris model's lids, from a crop ten times finer, follow the lid.
   Head yaw shortens the eye's width, not its height, so a turned open eye reads *more*
   open, never shut.
-- iris visibility: a shut eye shows lid skin where the iris would be. The iris disc's
-  luminance is compared with the lid skin above the eye (dark iris on light skin ~0.2-0.6).
-  Used only as a second opinion on a narrow eye, never alone (light irises are bright).
+- iris visibility (reported, not a rule): the darkest iris-sized disc along the eye's
+  midline over the lid skin above the eye. On the calibration set it does not separate
+  shut from open eyes (0.3-0.8 shut, 0.2-1.1 open: light irises, dark skin), so no
+  verdict rests on it.
 - gaze: where each iris sits in its eye outline (`EyeState.gaze`); the two eyes may
   converge a little sideways (a near object) but never part vertically.
 - iris colour and size: chromaticity (colour with the brightness divided out, so the light
@@ -51,8 +52,6 @@ class EyeThresholds:
 
     min_closed_eye_width_px: float = 10.0
     closed_openness: float = 0.18
-    narrow_openness: float = 0.23
-    narrow_iris_luma_ratio: float = 0.6
     wink_ratio: float = 0.65
     wink_max_openness: float = 0.27
     min_eye_width_px: float = 16.0
@@ -119,6 +118,32 @@ def _laplacian_variance(gray: np.ndarray) -> float:
     return float(lap.var())
 
 
+def _darkest_disc(
+    gray: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    x0: float,
+    width: float,
+    rho: float,
+) -> float:
+    """Mean luminance of the darkest iris-sized disc on the eye's midline.
+
+    The iris is wherever the eye looks, not where the iris model puts it; on a shut eye the
+    midline runs along the lash line, which is thin next to an iris, so a disc there stays
+    lighter than one on an iris.
+    """
+    n = gray.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n]
+    us = x0 + width * np.linspace(0.2, 0.8, 13)
+    vs = (np.interp(us, lower[:, 0], lower[:, 1]) + np.interp(us, upper[:, 0], upper[:, 1])) / 2
+    best = float("inf")
+    for u, v in zip(us, vs, strict=True):
+        disc = (xx - u) ** 2 + (yy - v) ** 2 <= rho * rho
+        if disc.any():
+            best = min(best, float(gray[disc].mean()))
+    return best if np.isfinite(best) else float(gray.mean())
+
+
 def measure_eye(eye: EyeState) -> EyeMeasures:
     if eye.crop is None or eye.crop_contour is None or eye.crop_iris is None:
         raise ValueError("EyeState without the iris model's crop view")
@@ -136,13 +161,12 @@ def measure_eye(eye: EyeState) -> EyeMeasures:
     n = crop.shape[0]
     yy, xx = np.mgrid[0:n, 0:n]
     dist = np.hypot(xx - centre[0], yy - centre[1])
-    disc = dist <= 0.7 * max(radius, 1.0)
     ring = (dist <= max(radius, 1.0)) & (dist >= 0.45 * radius)
     # Lid skin: a band 0.12-0.30 eye widths above the upper lid, across the eye.
     lid_y = np.interp(xx, upper[:, 0], upper[:, 1])
     band = (yy < lid_y - 0.12 * width) & (yy > lid_y - 0.30 * width) & (xx > x0) & (xx < x1)
     skin = float(np.median(gray[band])) if band.any() else float(np.median(gray))
-    iris_luma = float(gray[disc].mean()) if disc.any() else skin
+    iris_luma = _darkest_disc(gray, lower, upper, x0, width, 0.5 * max(radius, 1.0))
     colour = crop[ring].mean(0) if ring.any() else crop.reshape(-1, 3).mean(0)
     return EyeMeasures(
         openness=openness,
@@ -158,10 +182,7 @@ def chromaticity(rgb: np.ndarray) -> np.ndarray:
 
 
 def _closed(m: EyeMeasures, t: EyeThresholds) -> bool:
-    if m.openness < t.closed_openness:
-        return True
-    # A narrow eye whose "iris" is as light as the lid skin shows no iris: lids shut.
-    return m.openness < t.narrow_openness and m.iris_luma_ratio > t.narrow_iris_luma_ratio
+    return m.openness < t.closed_openness
 
 
 def eye_finding(mesh: Mesh, t: EyeThresholds) -> EyeFinding:
