@@ -55,6 +55,13 @@ class EyeState:
     # Iris centre along the corner axis (0 = image-left corner, 1 = image-right corner)
     # and across it (in eye widths, + = down). Both eyes looking the same way agree.
     gaze: np.ndarray  # (along, across)
+    # The iris model's own view of the eye, for the lid and iris measures of `eyes.py`: its
+    # 64² crop (the eye level, image-right eye mirrored so both look like an image-left eye),
+    # the 71 contour points and 5 iris points in that crop, and the image → crop matrix.
+    crop: np.ndarray | None = None
+    crop_contour: np.ndarray | None = None
+    crop_iris: np.ndarray | None = None
+    crop_matrix: np.ndarray | None = None
 
     @property
     def width(self) -> float:
@@ -115,7 +122,11 @@ def _gaze_in_crop(contour: np.ndarray, iris_crop: np.ndarray, mirrored: bool) ->
 
 
 def _eye_state(
-    points: np.ndarray, idx: dict[str, int], iris: np.ndarray, gaze: np.ndarray
+    points: np.ndarray,
+    idx: dict[str, int],
+    iris: np.ndarray,
+    gaze: np.ndarray,
+    **crop_view: np.ndarray,
 ) -> EyeState:
     a, b = points[idx["a"], :2], points[idx["b"], :2]
     axis = b - a
@@ -123,7 +134,13 @@ def _eye_state(
     unit = axis / width
     normal = np.array([-unit[1], unit[0]])  # points "down" when the eye line is level
     gap = float(np.dot(points[idx["lower"], :2] - points[idx["upper"], :2], normal))
-    return EyeState(corners=np.stack([a, b]), iris=iris, openness=max(gap, 0.0) / width, gaze=gaze)
+    return EyeState(
+        corners=np.stack([a, b]),
+        iris=iris,
+        openness=max(gap, 0.0) / width,
+        gaze=gaze,
+        **crop_view,
+    )
 
 
 class FaceMesh:
@@ -169,8 +186,20 @@ class FaceMesh:
             for k, idx in enumerate((EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT)):
                 em = eye_mats[2 * i + k]
                 iris = apply_affine(invert_affine(em), iris_raw[2 * i + k, :, :2])
-                gaze = _gaze_in_crop(contours[2 * i + k, :, :2], iris_raw[2 * i + k, 0, :2], k == 1)
-                eyes.append(_eye_state(pts, idx, iris, gaze))
+                j = 2 * i + k
+                gaze = _gaze_in_crop(contours[j, :, :2], iris_raw[j, 0, :2], k == 1)
+                eyes.append(
+                    _eye_state(
+                        pts,
+                        idx,
+                        iris,
+                        gaze,
+                        crop=eye_crops[j],
+                        crop_contour=contours[j, :, :2].astype(np.float32),
+                        crop_iris=iris_raw[j, :, :2].astype(np.float32),
+                        crop_matrix=em,
+                    )
+                )
             oval = pts[list(FACE_OVAL), :2]
             margin = 0.02 * (pts[:, 0].max() - pts[:, 0].min())
             outside = (

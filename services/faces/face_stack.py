@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.faces.eyes import EyeFinding, EyeThresholds, eye_finding
 from services.faces.face_detector import Face, FaceDetector
 from services.faces.face_mesh import FaceMesh, Mesh
 from services.faces.hands import Hand, HandDetector
@@ -57,12 +58,7 @@ class Thresholds:
     # half-cut ones ≥ 0.25.
     max_outside: float = 0.05
     min_mesh_presence: float = 0.5
-    # Fixture photos stay ≤ 0.23 eye widths (≤ 0.21 with eyes ≥ 16 px wide); irises moved
-    # 0.3 eye widths apart by an edit score 0.33-0.47 on eyes ≥ 45 px wide.
-    max_gaze_disagreement: float = 0.28
-    # Eyes narrower than this are too few pixels to judge where the irises look.
-    min_eye_width_px: float = 16.0
-    min_eye_openness: float = 0.08
+    # Eye rules (open, shut, gaze, irises): thresholds.yaml `eyes:` (services/faces/eyes.py).
     # Hand landmark presence at or over this on a detected palm = a visible hand.
     hand_presence: float = 0.5
     palm_score: float = 0.3
@@ -102,6 +98,14 @@ class FaceChecks:
     partial: bool
     blurred: bool
     eyes: str | None  # EYES_CLOSED, EYES_INCONSISTENT or None
+    eye: EyeFinding | None = None  # the measures behind `eyes`
+
+    @property
+    def eye_consistency(self) -> float:
+        """1 when the eyes agree, towards 0 as gaze, iris colour or size drift apart."""
+        if self.eye is None:
+            return 1.0
+        return self.eye.consistency
 
     def reasons(self, *, too_small: bool, distorted: bool = False) -> list[str]:
         out = []
@@ -128,6 +132,7 @@ class FaceStack:
         self.mesh = mesh
         self.hand_detector = hands
         self.thresholds = Thresholds()
+        self.eye_thresholds = EyeThresholds.load()
 
     @classmethod
     def load(
@@ -196,21 +201,15 @@ class FaceStack:
         check.reasons += face.reasons(too_small=main.interocular < t.min_interocular_px)
         return check
 
-    def check_face(self, image: np.ndarray, faces: Sequence[Face]) -> FaceChecks:
+    def check_face(
+        self, image: np.ndarray, faces: Sequence[Face], *, eyes: EyeThresholds | None = None
+    ) -> FaceChecks:
         """The shared rules on `faces[0]` (faces already filtered by score, main first)."""
         t = self.thresholds
         main = faces[0]
         mesh = self.landmarks(image, main)
         sharp = sharpness(image, main.landmarks)
-        left, right = mesh.eye_image_left, mesh.eye_image_right
-        eyes = None
-        if min(left.openness, right.openness) < t.min_eye_openness:
-            eyes = "EYES_CLOSED"
-        elif (
-            min(left.width, right.width) >= t.min_eye_width_px
-            and mesh.gaze_disagreement > t.max_gaze_disagreement
-        ):
-            eyes = "EYES_INCONSISTENT"
+        finding = eye_finding(mesh, eyes or self.eye_thresholds)
         return FaceChecks(
             mesh=mesh,
             sharpness=sharp,
@@ -221,5 +220,6 @@ class FaceStack:
             no_face=mesh.presence < t.min_mesh_presence,
             partial=mesh.outside_fraction > t.max_outside or main.visible < 0.98,
             blurred=sharp < t.min_sharpness,
-            eyes=eyes,
+            eyes=finding.reason,
+            eye=finding,
         )

@@ -9,10 +9,13 @@ For each image (the `jobs.filter` worker sends batches of up to `score_batch`):
   same rule: FaceStack.check_face);
 - DISTORTED_FACE: the mesh's face presence is low, or one eye is malformed relative to the
   other beyond what the head turn explains (melted features, mismatched eyes);
-- EYES_INCONSISTENT ("drifting eyes"): the irises sit differently in their eyes;
-  EYES_CLOSED: lids shut;
-- BROKEN_HAND: a hand the landmark model confirms whose finger bones have impossible
-  lengths (a hand it does not recognise at all is not caught: see thresholds.yaml);
+- EYES_CLOSED: either eye shut or far narrower than the other (a wink), measured on the
+  iris model's lids; EYES_INCONSISTENT: irises looking different ways, of different
+  colours or sizes, or one eye smudged (services/faces/eyes.py);
+- BROKEN_HAND: a visible hand that is not confidently well-formed: unsure landmarks,
+  spread or gesturing fingers, a hand as large as the face, extra hands, or a sure palm
+  the landmark model cannot read (services/faces/hand_check.py: a product rule, since the
+  landmark model fits a normal hand over a malformed one);
 - LOW_LIKENESS / LOW_QUALITY: under the selection gates (so the rejection summary counts
   them like any other reason).
 
@@ -32,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from services.faces.eyes import EyeThresholds
 from services.faces.face_stack import FaceStack, Hand
+from services.faces.hand_check import HandThresholds, judge_hands
 from services.faces.identity import IdentityModel, likeness_to
 from services.faces.identity_align import align_chip
 from services.faces.image_io import ImageError, decode_image
@@ -40,10 +45,6 @@ from services.faces.quality import head_pose
 from services.faces.thresholds import load_section
 from services.filter.selection import SelectionConfig
 from services.filter.worker import CandidateVerdict
-
-# MediaPipe's 21-point hand: wrist 0, then four points per finger from thumb to pinky.
-FINGER_BONES = [(b, b + 1) for f in range(5) for b in range(1 + 4 * f, 4 + 4 * f)]
-WRIST, MIDDLE_MCP = 0, 9
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,6 @@ class CandidateThresholds:
     sharpness_full: float = 200.0
     min_face_geometry: float = 0.5
     min_eye_width_ratio: float = 0.35
-    broken_hand_palm_score: float = 0.5
-    broken_hand_presence: float = 0.5
-    min_bone_share: float = 0.05
-    max_bone_share: float = 1.2
     weight_sharpness: float = 0.4
     weight_face: float = 0.2
     weight_eyes: float = 0.2
@@ -67,20 +64,6 @@ class CandidateThresholds:
         return load_section(cls, "candidates", path)
 
 
-def hand_score(hand: Hand, t: CandidateThresholds) -> float:
-    """1 = a well-formed hand, towards 0 = a mangled one (only palms worth judging)."""
-    if hand.palm_score < t.broken_hand_palm_score:
-        return 1.0
-    pts = np.asarray(hand.landmarks, np.float64)
-    palm = float(np.linalg.norm(pts[MIDDLE_MCP] - pts[WRIST]))
-    if palm <= 1e-6:
-        return 0.0
-    bones = np.array([np.linalg.norm(pts[b] - pts[a]) for a, b in FINGER_BONES]) / palm
-    if bones.min() < t.min_bone_share or bones.max() > t.max_bone_share:
-        return min(hand.presence, 0.25)
-    return float(np.clip(hand.presence, 0.0, 1.0))
-
-
 class CandidateScorer:
     def __init__(
         self,
@@ -89,11 +72,15 @@ class CandidateScorer:
         *,
         thresholds: CandidateThresholds | None = None,
         selection: SelectionConfig | None = None,
+        hands: HandThresholds | None = None,
+        eyes: EyeThresholds | None = None,
     ) -> None:
         self.stack = stack
         self.identity = identity
         self.t = thresholds or CandidateThresholds.load()
         self.sel = selection or SelectionConfig.load()
+        self.hand_t = hands or HandThresholds.load()
+        self.eye_t = eyes or EyeThresholds.load()
 
     def score(
         self, images: Sequence[bytes], reference: np.ndarray | None
@@ -106,13 +93,15 @@ class CandidateScorer:
             except ImageError as err:
                 verdicts[i] = CandidateVerdict(scores={"quality": 0.0}, reasons=[err.code])
         arrays = [a for _, a in decoded]
-        faces = self.stack.detect(arrays) if arrays else []
-        # Only palms the landmark model confirms as hands (presence >= 0.5). A palm without
-        # that confirmation is no evidence of a mangled hand: the palm detector fires at
-        # 0.5-0.9 on faces and clothes with presence ~0 in 20 of the 48 fixture photos, so
-        # "sure palm, no hand" would reject good images. Confirmed hands are judged by
-        # their finger geometry (hand_score).
-        hands = self.stack.hands_batch(arrays) if arrays else []
+        # One image per detector call: a batched call letterboxes every image onto a canvas
+        # sized for the batch's largest, so a verdict would depend on its batch-mates
+        # (5 of 152 changed in mixed batches). Back to one call once detection is
+        # batch-invariant.
+        faces = [self.stack.detect([a])[0] for a in arrays]
+        # Every palm, whatever the landmark model says: hand_check tells "no hand" (presence
+        # ~0, the palm detector firing on faces and clothes) from "a hand nobody can read".
+        self.stack.hand_detector.palm_threshold = self.hand_t.palm_score
+        hands = self.stack.hand_detector.detect(arrays) if arrays else []
         chips: list[np.ndarray] = []
         chip_of: list[int] = []
         for (i, image), found, hs in zip(decoded, faces, hands, strict=True):
@@ -143,17 +132,18 @@ class CandidateScorer:
         faces = [f for f in found if f.score >= t.min_face_score]
         best = max((float(f.score) for f in found), default=0.0)
         scores: dict[str, float] = {"face_confidence": best, "quality": 0.0}
-        hand_part = min((hand_score(h, t) for h in hands), default=1.0)
+        verdict = judge_hands(hands, faces[0] if faces else None, self.hand_t)
+        hand_part = verdict.score
         scores["hands"] = hand_part
         reasons: list[str] = []
-        if hand_part < t.broken_hand_presence:
+        if not verdict.well_formed:
             reasons.append("BROKEN_HAND")
         if not faces:
             # Likeness is 0, not absent: a render without a face resembles nobody.
             scores["likeness"] = 0.0
             return CandidateVerdict(scores=scores, reasons=["NO_FACE", *reasons]), None
         main = faces[0]
-        face = self.stack.check_face(image, faces)
+        face = self.stack.check_face(image, faces, eyes=self.eye_t)
         mesh = face.mesh
         yaw, pitch, _roll = head_pose(mesh)
         left, right = mesh.eye_image_left, mesh.eye_image_right
@@ -162,8 +152,7 @@ class CandidateScorer:
         geometry = float(np.clip(mesh.presence, 0.0, 1.0)) * min(
             1.0, eye_ratio / max(t.min_eye_width_ratio * 2, 1e-6)
         )
-        st = self.stack.thresholds
-        eyes = float(np.clip(1.0 - mesh.gaze_disagreement / (2 * st.max_gaze_disagreement), 0, 1))
+        eyes = face.eye_consistency
         sharp_part = min(1.0, math.log1p(face.sharpness) / math.log1p(t.sharpness_full))
         scores.update(
             sharpness=sharp_part,
