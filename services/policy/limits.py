@@ -25,6 +25,12 @@ class Limits(BaseSettings):
     max_photo_bytes: int = 20 * 1024 * 1024
     max_photo_pixels: int = 50_000_000
     min_photo_side: int = 160
+    # Bytes of pixel memory the image decodes of one process may hold at once. Each decode
+    # reserves what its header says it will need (JPEG decoded reduced to the size that is
+    # kept) and waits for room; one that alone needs more is refused. 256 MiB keeps a
+    # gateway inside its 1 GiB limit with six 12 MP photos decoding at once, and still
+    # admits a 50 MP PNG on its own.
+    decode_memory_bytes: int = 256 * 1024 * 1024
 
     # ---- what an order may ask for ----
     max_custom_prompt_chars: int = 200
