@@ -44,7 +44,7 @@ from services.common.grpc.errors import ApiError, not_found
 from services.common.grpc.server import outgoing_timeout
 from services.common.storage.base import BlobNotFound, BlobStore, blob_key, order_prefix
 from services.gateway import orders as om
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, request_metadata
 from services.gateway.orders import Outgoing
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
@@ -74,7 +74,7 @@ MAX_PAGE = 200
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    return request_metadata(context)  # with the peer address, for the auth throttle
 
 
 def _ids(name: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:

@@ -56,6 +56,18 @@ class Limits(BaseSettings):
     # ...and assumes this share passes before any candidate has (a neutral guess).
     prior_pass_rate: float = 0.5
 
+    # ---- failed authentication (per gateway replica) ----
+    # Failures one client address may have in a window before its calls are refused
+    # unchecked until the window ends: room for a person mistyping a token, while a guesser
+    # gets 20 guesses of 2^256 a minute.
+    auth_failures_per_address: int = 20
+    # The same for one key (its public key id; the admin token counts as one key), whatever
+    # the addresses: higher, because reaching it locks that key's real holder out too.
+    auth_failures_per_key: int = 100
+    auth_failure_window_s: float = 60.0
+    # Subjects remembered (least recently failing forgotten first): bounded memory.
+    auth_throttle_subjects: int = 10_000
+
     # ---- preview ----
     max_preview_count: int = 4
 
