@@ -260,13 +260,13 @@ def open_rgb(data: bytes, limits: DecodeLimits | None = None) -> Decoded:
 
 def _decode_open(img: Image.Image, limits: DecodeLimits, budget: DecodeBudget) -> Decoded:
     fmt = (img.format or "").upper()
+    if not limits.allow_animated and fmt != "MPO" and getattr(img, "n_frames", 1) > 1:
+        raise ImageError("ANIMATED", "animated images are not accepted; send a single photo")
     if fmt not in limits.formats:
         accepted = ", ".join(dict.fromkeys(_format_name(f) for f in limits.formats))
         raise ImageError(
             "UNSUPPORTED_FORMAT", f"{fmt or 'this'} images are not accepted; send {accepted}"
         )
-    if not limits.allow_animated and fmt != "MPO" and getattr(img, "n_frames", 1) > 1:
-        raise ImageError("ANIMATED", "animated images are not accepted; send a single photo")
     width, height = img.size
     if width * height > limits.max_pixels:
         raise ImageError(
