@@ -19,7 +19,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 # The end-to-end order runs last: it is the one a reader compares against the parts.
-ORDER = ["bench_face_stack", "bench_identity", "bench_trainer", "bench_generator", "bench_e2e"]
+ORDER = [
+    "bench_face_stack",
+    "bench_identity",
+    "bench_trainer",
+    "bench_generator",
+    "bench_hostile",
+    "bench_e2e",
+]
 
 
 def scripts(only: list[str] | None) -> list[Path]:

@@ -6,6 +6,12 @@ row, `secret` is 32 random bytes (base64url) shown once at creation. Only
 from settings (a Kubernetes Secret), so a copy of the table alone cannot confirm a guess.
 A slow password hash (bcrypt, argon2) is not needed here: the secret has 256 bits of
 entropy, so there is nothing to brute-force, and every request pays the hash.
+
+Failed authentication is throttled per client address and per key prefix (the key id, or
+the admin token as one key; `ratelimit.AuthThrottle`): past the limit a call is refused
+before the secret is looked at. The client address is the gRPC peer; for calls the REST
+layer of this same process makes on a client's behalf it is the HTTP client's address,
+forwarded in metadata with a per-process secret no outside caller can know.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,10 +31,56 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.grpc.errors import ApiError
+from services.gateway.ratelimit import AuthThrottle
 from services.gateway.tables import api_keys, tenants
 
 KEY_RE = re.compile(r"^hs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 PREFIX_CHARS = 8
+# Metadata only this process can set: the gRPC peer (a pseudo-header name, which a client
+# cannot send) and the HTTP client of a REST call with the proof that REST forwarded it.
+PEER_KEY = ":peer"
+CLIENT_ADDRESS_KEY = "x-hs-client-address"
+CLIENT_PROOF_KEY = "x-hs-client-proof"
+FORWARD_PROOF = secrets.token_urlsafe(24)
+
+
+def request_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """A call's metadata (lower-case keys) with its peer address under PEER_KEY."""
+    md = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    md.pop(PEER_KEY, None)
+    md[PEER_KEY] = context.peer() or ""
+    return md
+
+
+def forwarded_metadata(client_host: str | None) -> tuple[tuple[str, str], ...]:
+    """What the in-process REST layer adds to name its HTTP client as the caller."""
+    if not client_host:
+        return ()
+    return ((CLIENT_ADDRESS_KEY, client_host), (CLIENT_PROOF_KEY, FORWARD_PROOF))
+
+
+def _peer_host(peer: str) -> str:
+    """'ipv4:1.2.3.4:5678' / 'ipv6:[::1]:5678' / 'unix:/path' → the host part."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]")[0].lstrip("[") or rest
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    return peer
+
+
+def client_address(metadata: Mapping[str, str]) -> str:
+    host = _peer_host(metadata.get(PEER_KEY, ""))
+    forwarded = metadata.get(CLIENT_ADDRESS_KEY)
+    proof = metadata.get(CLIENT_PROOF_KEY, "")
+    if forwarded and hmac.compare_digest(proof.encode(), FORWARD_PROOF.encode()):
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return forwarded[:64]
+    return host or "unknown"
 
 
 @dataclass(frozen=True)
@@ -74,14 +128,37 @@ def unauthenticated(message: str = "a valid API key is required") -> ApiError:
 
 
 class Authenticator:
-    def __init__(self, engine: AsyncEngine, pepper: bytes, admin_token: str | None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        pepper: bytes,
+        admin_token: str | None,
+        throttle: AuthThrottle | None = None,
+    ) -> None:
         self.engine = engine
         self.pepper = pepper
         self.admin_token = admin_token
+        self.throttle = throttle or AuthThrottle()
+
+    def _refuse(self, subjects: Iterable[str], error: ApiError) -> ApiError:
+        self.throttle.failed(subjects)
+        return error
 
     async def tenant_of(self, metadata: dict[str, str]) -> Caller:
         token = bearer_token(metadata)
         match = KEY_RE.match(token or "")
+        subjects = [f"addr:{client_address(metadata)}"]
+        if match is not None:
+            subjects.append(f"key:{match.group(1)}")
+        self.throttle.check(subjects)
+        try:
+            return await self._tenant_of(token, match)
+        except ApiError as err:
+            if err.code == grpc.StatusCode.UNAUTHENTICATED:
+                self.throttle.failed(subjects)
+            raise
+
+    async def _tenant_of(self, token: str | None, match: re.Match[str] | None) -> Caller:
         if match is None:
             raise unauthenticated()
         key_id = match.group(1)
@@ -111,9 +188,17 @@ class Authenticator:
                 "the admin API is disabled (HS_GATEWAY_ADMIN_TOKEN is not set)",
                 reason="ADMIN_DISABLED",
             )
+        # The admin token is one key: its "prefix" subject is the admin API itself.
+        subjects = (f"addr:{client_address(metadata)}", "key:admin")
+        self.throttle.check(subjects)
         if token is None or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            raise ApiError(
-                grpc.StatusCode.UNAUTHENTICATED, "a valid admin token is required", reason="ADMIN"
+            raise self._refuse(
+                subjects,
+                ApiError(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "a valid admin token is required",
+                    reason="ADMIN",
+                ),
             )
 
     async def store_key(self, tenant_id: str, display_name: str) -> tuple[NewKey, datetime]:

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.common.grpc.errors import GRPC_DETAILS_METADATA_KEY
+from services.gateway.auth import forwarded_metadata
 from services.gateway.httprules import Route, routes
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,13 @@ HTTP_STATUS = {
 PROBLEM = "application/problem+json"
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+# A streamed upload (raw image bytes, or a JSON array of chunks) may carry several photos.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# One request message: the gateway's gRPC message cap (ServiceHost's max_message_bytes).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Headers passed on as gRPC metadata, together: under gRPC's 8 KiB metadata soft limit,
+# with room for what gRPC adds itself.
+MAX_HEADER_BYTES = 7 * 1024
 UPLOAD_CHUNK = 1024 * 1024
 # Headers passed on to the gRPC call as metadata.
 FORWARDED = ("authorization", "x-request-id", "traceparent", "tracestate")
@@ -227,25 +234,32 @@ def _scalar(fd: FieldDescriptor, value: str, key: str) -> Any:
         raise HttpError(400, "INVALID_ARGUMENT", f"{key} must be an integer") from err
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await _read_body(request)
+async def _json_body(request: Request, cap: int = MAX_MESSAGE_BYTES) -> Any:
+    raw = await _read_body(request, cap)
     if not raw.strip():
         return {}
     try:
         return json.loads(raw)
+    except RecursionError as err:
+        # Nesting deeper than Python's parser recurses: no message is that deep.
+        raise HttpError(400, "INVALID_ARGUMENT", "the body is nested too deeply") from err
     except ValueError as err:
         raise HttpError(400, "INVALID_ARGUMENT", f"the body is not valid JSON: {err}") from err
 
 
-async def _read_body(request: Request) -> bytes:
+def _too_large(cap: int) -> HttpError:
+    return HttpError(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {cap:,} bytes")
+
+
+async def _read_body(request: Request, cap: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HttpError(413, "TOO_LARGE", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise _too_large(cap)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HttpError(413, "TOO_LARGE", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if size > cap:
+            raise _too_large(cap)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -254,9 +268,16 @@ def _parse(cls: type[Message], data: Any, what: str) -> Message:
     if not isinstance(data, dict):
         raise HttpError(400, "INVALID_ARGUMENT", f"{what} must be a JSON object")
     try:
-        return json_format.ParseDict(data, cls())
+        msg = json_format.ParseDict(data, cls())
+    except RecursionError as err:
+        raise HttpError(400, "INVALID_ARGUMENT", f"{what} is nested too deeply") from err
     except (json_format.ParseError, ValueError, TypeError) as err:
         raise HttpError(400, "INVALID_ARGUMENT", f"{what}: {err}") from err
+    if msg.ByteSize() > MAX_MESSAGE_BYTES:
+        raise HttpError(
+            413, "PAYLOAD_TOO_LARGE", f"{what} is larger than {MAX_MESSAGE_BYTES:,} bytes"
+        )
+    return msg
 
 
 async def build_request(route: Route, request: Request, path_vars: dict[str, str]) -> Message:
@@ -295,7 +316,7 @@ async def upload_messages(
             msg.data = raw[start : start + UPLOAD_CHUNK]  # type: ignore[attr-defined]
             messages.append(msg)
     else:
-        body = await _json_body(request)
+        body = await _json_body(request, MAX_BODY_BYTES)
         items = body if isinstance(body, list) else [body]
         if not items:
             raise HttpError(400, "INVALID_ARGUMENT", "the body is an empty list")
@@ -377,7 +398,16 @@ class RestApp:
         raise HttpError(404, "NOT_FOUND", f"no route for {request.method} {path}")
 
     def _metadata(self, request: Request) -> tuple[tuple[str, str], ...]:
-        return tuple((h, request.headers[h]) for h in FORWARDED if h in request.headers)
+        passed = tuple((h, request.headers[h]) for h in FORWARDED if h in request.headers)
+        if sum(len(h) + len(v) for h, v in passed) > MAX_HEADER_BYTES:
+            raise HttpError(
+                431,
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                f"the {', '.join(h for h, _ in passed)} headers together are larger than "
+                f"{MAX_HEADER_BYTES:,} bytes",
+            )
+        # The HTTP client, not this loopback hop, is the caller the auth throttle counts.
+        return passed + forwarded_metadata(request.client.host if request.client else None)
 
     async def call(self, route: Route, request: Request, path_vars: dict[str, str]) -> Response:
         in_cls = GetMessageClass(route.method.input_type)

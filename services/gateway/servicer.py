@@ -44,7 +44,7 @@ from services.common.grpc.errors import ApiError, not_found
 from services.common.grpc.server import outgoing_timeout
 from services.common.storage.base import BlobNotFound, BlobStore, blob_key, order_prefix
 from services.gateway import orders as om
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, request_metadata
 from services.gateway.orders import Outgoing
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
@@ -74,7 +74,7 @@ MAX_PAGE = 200
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    return request_metadata(context)  # with the peer address, for the auth throttle
 
 
 def _ids(name: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
@@ -611,6 +611,9 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
                     [("parent", "differs from the first message")],
                 )
             if msg.filename:
+                if current is not None:
+                    # Cleaned as soon as it is complete: one raw photo in memory, not a call.
+                    await self._clean_one(current)
                 current = Incoming(len(incoming), msg.filename[:200], msg.content_type)
                 incoming.append(current)
             elif current is None:
@@ -639,20 +642,21 @@ class HeadshotServicer(pb_grpc.HeadshotServiceServicer):
             )
         return await self._store_upload(tenant_id, row, incoming)
 
+    async def _clean_one(self, item: Incoming) -> None:
+        if item.refusal is None and item.clean is None:
+            try:
+                item.clean = await asyncio.to_thread(clean, bytes(item.data), self.d.limits)
+            except Refusal as refusal:
+                item.refusal = refusal
+        item.data = bytearray()
+
     async def _store_upload(
         self, tenant_id: str, row: Any, incoming: list[Incoming]
     ) -> pb.UploadPhotosResponse:
-        limits = self.d.limits
         existing = await self._stored_photos(row.order_id)
         room = LIMITS.max_photos - len(existing)
         for item in incoming:
-            if item.refusal is not None:
-                continue
-            try:
-                item.clean = await asyncio.to_thread(clean, bytes(item.data), limits)
-            except Refusal as refusal:
-                item.refusal = refusal
-            item.data = bytearray()
+            await self._clean_one(item)
         quota_hit = False
         for item in incoming:
             if item.clean is None:

@@ -25,6 +25,12 @@ class Limits(BaseSettings):
     max_photo_bytes: int = 20 * 1024 * 1024
     max_photo_pixels: int = 50_000_000
     min_photo_side: int = 160
+    # Bytes of pixel memory the image decodes of one process may hold at once. Each decode
+    # reserves what its header says it will need (JPEG decoded reduced to the size that is
+    # kept) and waits for room; one that alone needs more is refused. 256 MiB keeps a
+    # gateway inside its 1 GiB limit with six 12 MP photos decoding at once, and still
+    # admits a 50 MP PNG on its own.
+    decode_memory_bytes: int = 256 * 1024 * 1024
 
     # ---- what an order may ask for ----
     max_custom_prompt_chars: int = 200
@@ -49,6 +55,18 @@ class Limits(BaseSettings):
     min_round: int = 16
     # ...and assumes this share passes before any candidate has (a neutral guess).
     prior_pass_rate: float = 0.5
+
+    # ---- failed authentication (per gateway replica) ----
+    # Failures one client address may have in a window before its calls are refused
+    # unchecked until the window ends: room for a person mistyping a token, while a guesser
+    # gets 20 guesses of 2^256 a minute.
+    auth_failures_per_address: int = 20
+    # The same for one key (its public key id; the admin token counts as one key), whatever
+    # the addresses: higher, because reaching it locks that key's real holder out too.
+    auth_failures_per_key: int = 100
+    auth_failure_window_s: float = 60.0
+    # Subjects remembered (least recently failing forgotten first): bounded memory.
+    auth_throttle_subjects: int = 10_000
 
     # ---- preview ----
     max_preview_count: int = 4
