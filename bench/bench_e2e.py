@@ -90,6 +90,8 @@ async def run_order(stack: Stack, token: str, photos: Path, candidates: int) -> 
         "upload_s": run.upload_s,
         "stage_s": {s.lower(): run.clock.seconds.get(s, 0.0) for s in STAGES},
         "states_seen": run.clock.sequence,
+        # Offsets of each state's first sighting from the order's start (bench/gpu/order.py).
+        "first_seen_s": dict(run.clock.first_seen),
         "model_s_by_service": model,
         "candidates": summary.candidates or len(results),
         "passed": summary.passed,
