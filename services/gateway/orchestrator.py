@@ -31,15 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
 from services.common import metrics
-from services.common.bus import ids
 from services.common.bus.consumer import JobContext
 from services.gateway import orders as om
+from services.gateway.jobs import generate_job
 from services.gateway.orders import Outgoing
-from services.gateway.servicer import embedding_list
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import processed_events, results
 from services.policy.limits import candidate_budget, limits, next_round_size
-from services.policy.styles import platform_catalogue
 
 LIMITS = limits()
 
@@ -112,7 +110,7 @@ class Orchestrator:
     async def _dispatch(
         self, conn: AsyncConnection, row: Any, subject: str, e: jobs_pb2.OrderEvent
     ) -> None:
-        state = om.state_value(row.state)
+        state = om.state_of(row)
         stage, kind = e.stage, e.kind
         if kind == K.EVENT_KIND_FAILED:
             if state in om.LIVE:
@@ -150,7 +148,7 @@ class Orchestrator:
             count = row.candidate_count
             budget = self.budget(row)
             final = LIMITS.max_rounds <= 1 or count >= budget
-            job = self.generate_job(row, 0, count, final, tr.adapter_key, tr.instance_prompt)
+            job = generate_job(row, 0, count, final, tr.adapter_key, tr.instance_prompt)
             await self._change(
                 conn,
                 row,
@@ -171,31 +169,6 @@ class Orchestrator:
 
     def budget(self, row: Any) -> int:
         return max(row.candidate_count, candidate_budget(row.candidate_count))
-
-    def generate_job(
-        self,
-        row: Any,
-        round_: int,
-        count: int,
-        final: bool,
-        adapter_key: str | None = None,
-        instance_prompt: str | None = None,
-    ) -> jobs_pb2.GenerateJob:
-        return jobs_pb2.GenerateJob(
-            job_id=ids.generate_job_id(row.order_id, round_),
-            tenant_id=row.tenant_id,
-            order_id=row.order_id,
-            adapter_key=adapter_key if adapter_key is not None else row.adapter_key,
-            instance_prompt=instance_prompt if instance_prompt is not None else row.instance_prompt,
-            style_ids=list(row.style_ids) or sorted(platform_catalogue().ids()),
-            custom_prompt=row.custom_prompt,
-            count=count,
-            round=round_,
-            seed_base=om.seed_base(row.order_id, round_),
-            reference_embedding=embedding_list(row.reference_embedding),
-            result_count=row.result_count,
-            final_round=final,
-        )
 
     # ---- generation -----------------------------------------------------------
 
@@ -331,7 +304,7 @@ class Orchestrator:
             await self._deliver_passed(conn, row)
             return
         final = next_round == LIMITS.max_rounds - 1 or count >= remaining
-        job = self.generate_job(row, next_round, count, final)
+        job = generate_job(row, next_round, count, final)
         await self._change(
             conn,
             row,
@@ -398,7 +371,7 @@ class Orchestrator:
     # ---- retention ------------------------------------------------------------
 
     async def _retention(self, conn: AsyncConnection, row: Any, e: jobs_pb2.OrderEvent) -> None:
-        state = om.state_value(row.state)
+        state = om.state_of(row)
         if e.detail == "RESULTS" and state == om.READY:
             await self._change(conn, row, state=om.EXPIRED)
         elif e.detail == "ERASED" and state != om.DELETED:

@@ -29,6 +29,7 @@ from services.common.db.engine import compare_and_set
 from services.common.grpc.errors import ApiError
 from services.gateway.tables import order_changes, orders, outbox
 from services.policy import retention as retention_policies
+from services.policy.names import order_name
 
 S = pb.OrderState
 CREATED, UPLOADING, QUEUED = S.ORDER_STATE_CREATED, S.ORDER_STATE_UPLOADING, S.ORDER_STATE_QUEUED
@@ -72,6 +73,10 @@ STAGE_SPAN = {
 NOTIFY_CHANNEL = "gateway_orders"
 
 
+# Before submission: photos may still be added or removed.
+EDITABLE = frozenset({CREATED, UPLOADING})
+
+
 def state_name(state: int) -> str:
     return S.Name(state).removeprefix("ORDER_STATE_")
 
@@ -80,16 +85,22 @@ def state_value(name: str) -> int:
     return int(S.Value(f"ORDER_STATE_{name}"))
 
 
+def state_of(row: Any) -> int:
+    """The state of an order row as the enum value (rows keep the name, for people)."""
+    return state_value(row.state)
+
+
+def in_states(states: Iterable[int]) -> sa.ColumnElement[bool]:
+    """SQL: the order's state is one of `states`."""
+    return orders.c.state.in_([state_name(s) for s in states])
+
+
 class InvalidTransition(Exception):
     pass
 
 
 def can_move(old: int, new: int) -> bool:
     return new == old or new in TRANSITIONS.get(old, frozenset())
-
-
-def order_name(tenant_id: str, order_id: str) -> str:
-    return f"tenants/{tenant_id}/orders/{order_id}"
 
 
 def seed_base(order_id: str, round_: int) -> int:
@@ -193,6 +204,30 @@ async def load(
     if lock:
         q = q.with_for_update()
     return (await conn.execute(q)).one_or_none()
+
+
+async def create(
+    conn: AsyncConnection, tenant_id: str, order_id: str, values: Mapping[str, Any]
+) -> Any:
+    """Insert a new order in CREATED, with its first snapshot and lifecycle event.
+
+    Runs in the caller's transaction; an IntegrityError (e.g. a request id used twice) leaves
+    nothing behind when the caller wraps it in a savepoint.
+    """
+    await conn.execute(
+        sa.insert(orders).values(
+            order_id=order_id,
+            tenant_id=tenant_id,
+            state=state_name(CREATED),
+            progress=make_progress(pb.STAGE_UPLOAD).SerializeToString(),
+            **values,
+        )
+    )
+    row = await load(conn, order_id)
+    assert row is not None
+    await record_change(conn, row)
+    await enqueue(conn, tenant_id, order_id, lifecycle_message(row, CREATED))
+    return row
 
 
 async def apply(

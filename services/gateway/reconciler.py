@@ -22,7 +22,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import nats.js.errors
 import sqlalchemy as sa
@@ -30,16 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
-from services.common.bus import ids
 from services.common.bus.client import Bus
 from services.common.bus.ids import JOBS_STREAM
 from services.gateway import orders as om
-from services.gateway.orchestrator import Orchestrator
+from services.gateway.jobs import generate_job, train_job, usable_photo_keys
 from services.gateway.orders import Outgoing
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.servicer import embedding_list
 from services.gateway.settings import GatewaySettings
-from services.gateway.tables import orders, photos
+from services.gateway.tables import orders
 
 log = logging.getLogger(__name__)
 # Past this many queued jobs the scan is skipped: with that much backlog a quiet order is
@@ -71,7 +68,6 @@ class Reconciler:
         self.bus = bus
         self.s = settings
         self.limiter = limiter
-        self.orchestrator = Orchestrator(engine, settings)
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -118,21 +114,20 @@ class Reconciler:
 
     async def once(self) -> Report:
         report = Report([], [], [])
-        in_flight = [om.state_name(s) for s in om.IN_FLIGHT]
         budget_cut = sa.func.now() - timedelta(seconds=self.s.order_budget_s)
         stuck_cut = sa.func.now() - timedelta(seconds=self.s.stuck_after_s)
         async with self.engine.connect() as conn:
             over_budget = list(
                 await conn.execute(
                     sa.select(orders.c.order_id).where(
-                        orders.c.state.in_(in_flight), orders.c.submitted_at < budget_cut
+                        om.in_states(om.IN_FLIGHT), orders.c.submitted_at < budget_cut
                     )
                 )
             )
             stuck = list(
                 await conn.execute(
                     sa.select(orders.c.order_id).where(
-                        orders.c.state.in_(in_flight), orders.c.heartbeat_at < stuck_cut
+                        om.in_states(om.IN_FLIGHT), orders.c.heartbeat_at < stuck_cut
                     )
                 )
             )
@@ -162,7 +157,7 @@ class Reconciler:
         for _ in range(5):
             async with self.engine.begin() as conn:
                 row = await om.load(conn, order_id)
-                if row is None or om.state_value(row.state) not in om.IN_FLIGHT:
+                if row is None or om.state_of(row) not in om.IN_FLIGHT:
                     return False
                 if await om.apply(conn, row, state=om.FAILED, values={"failure_reason": reason}):
                     return True
@@ -171,9 +166,9 @@ class Reconciler:
     async def _recover(self, order_id: str, subjects: set[str]) -> str:
         async with self.engine.begin() as conn:
             row = await om.load(conn, order_id, lock=True)
-            if row is None or om.state_value(row.state) not in om.IN_FLIGHT:
+            if row is None or om.state_of(row) not in om.IN_FLIGHT:
                 return "waiting"
-            state = om.state_value(row.state)
+            state = om.state_of(row)
             training = state in (om.QUEUED, om.TRAINING)
             mine = {"jobs.train"} if training else {"jobs.generate", "jobs.filter"}
             if subjects & mine:
@@ -187,7 +182,11 @@ class Reconciler:
                 await om.apply(conn, row, state=om.FAILED, values={"failure_reason": reason})
                 return "failed"
             n = row.requeues + 1
-            job = await self._train_job(conn, row) if training else self._generate_job(row)
+            job = (
+                train_job(row, await usable_photo_keys(conn, row.order_id))
+                if training
+                else generate_job(row, row.round, row.round_count, row.round_final)
+            )
             progress = om.progress_of(row)
             progress.detail = f"the {kind} job went missing; re-queued ({n})"
             await om.apply(
@@ -198,26 +197,6 @@ class Reconciler:
                 heartbeat=True,
             )
             return "requeued"
-
-    async def _train_job(self, conn: Any, row: Any) -> jobs_pb2.TrainJob:
-        keys = (
-            await conn.execute(
-                sa.select(photos.c.blob_key)
-                .where(photos.c.order_id == row.order_id, photos.c.usable)
-                .order_by(photos.c.created_at, photos.c.photo_id)
-            )
-        ).scalars()
-        return jobs_pb2.TrainJob(
-            job_id=ids.train_job_id(row.order_id),
-            tenant_id=row.tenant_id,
-            order_id=row.order_id,
-            photo_keys=list(keys),
-            subject_class=row.subject_class,
-            reference_embedding=embedding_list(row.reference_embedding),
-        )
-
-    def _generate_job(self, row: Any) -> jobs_pb2.GenerateJob:
-        return self.orchestrator.generate_job(row, row.round, row.round_count, row.round_final)
 
 
 __all__ = ["Reconciler", "Report", "pb"]

@@ -7,6 +7,7 @@ keys and job ids embed ids checked by it, and the keyring refuses anything else.
 from __future__ import annotations
 
 import re
+import secrets
 
 # Lower-case letters, digits and dashes, starting with a letter or digit: safe in URLs, blob
 # keys, NATS subjects and PostgreSQL text without escaping.
@@ -40,6 +41,11 @@ def parse(name: str, pattern: re.Pattern[str]) -> tuple[str, ...] | None:
     if m is None or not all(is_id(g) for g in m.groups()):
         return None
     return m.groups()
+
+
+def new_id(prefix: str, nbytes: int = 8) -> str:
+    """A fresh random id such as `o-1f3a...`: `prefix` names the kind of resource."""
+    return check_id(f"{prefix}-{secrets.token_hex(nbytes)}")
 
 
 def tenant_name(tenant_id: str) -> str:
