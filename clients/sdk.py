@@ -141,12 +141,23 @@ class OrderRun:
     wall_s: float
 
 
+def refused_outcomes(stored: pb.UploadPhotosResponse) -> list[RefusedPhoto]:
+    """The refused photos of a successful upload, worded like the error's violations."""
+    return [
+        RefusedPhoto(
+            o.filename, f"{o.code}: photo {o.index + 1} ({o.filename}) was refused: {o.message}"
+        )
+        for o in stored.outcomes
+        if not o.stored
+    ]
+
+
 def refused_upload(err: grpc.RpcError, photos: Sequence[PhotoSource]) -> Upload | None:
     """The Upload an UploadPhotos failure carries, or None when it is a real error.
 
-    The gateway stores what passes and refuses the rest in one answer: INVALID_ARGUMENT
-    (RESOURCE_EXHAUSTED when the order is full) with the stored photos' UploadPhotosResponse
-    and a BadRequest whose violations name the refused ones as `photos[i]`.
+    When no photo was stored the gateway answers INVALID_ARGUMENT (RESOURCE_EXHAUSTED when
+    the order is full) with the UploadPhotosResponse (every photo's outcome) and a BadRequest
+    whose violations name the refused ones as `photos[i]`.
     """
     if err.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         return None
@@ -294,7 +305,8 @@ class HeadshotsClient:
             if upload is None:
                 raise
             return upload
-        return Upload(stored, [])
+        # Partial success is a success: the refused photos are in the per-photo outcomes.
+        return Upload(stored, refused_outcomes(stored))
 
     async def submit(self, order_name: str, request_id: str | None = None) -> pb.Order:
         """Queue the order for training (it must have enough usable photos)."""

@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -224,12 +225,30 @@ class SetCheck(_message.Message):
     def __init__(self, different_person: _Optional[_Iterable[str]] = ..., variety_score: _Optional[float] = ..., usable_count: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[PhotoFinding, _Mapping]]] = ...) -> None: ...
 
 class UploadPhotosResponse(_message.Message):
-    __slots__ = ("photos", "set_check")
+    __slots__ = ("photos", "set_check", "outcomes")
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
     SET_CHECK_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     photos: _containers.RepeatedCompositeFieldContainer[Photo]
     set_check: SetCheck
-    def __init__(self, photos: _Optional[_Iterable[_Union[Photo, _Mapping]]] = ..., set_check: _Optional[_Union[SetCheck, _Mapping]] = ...) -> None: ...
+    outcomes: _containers.RepeatedCompositeFieldContainer[PhotoOutcome]
+    def __init__(self, photos: _Optional[_Iterable[_Union[Photo, _Mapping]]] = ..., set_check: _Optional[_Union[SetCheck, _Mapping]] = ..., outcomes: _Optional[_Iterable[_Union[PhotoOutcome, _Mapping]]] = ...) -> None: ...
+
+class PhotoOutcome(_message.Message):
+    __slots__ = ("index", "filename", "stored", "photo", "code", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    filename: str
+    stored: bool
+    photo: str
+    code: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., filename: _Optional[str] = ..., stored: _Optional[bool] = ..., photo: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListPhotosRequest(_message.Message):
     __slots__ = ("parent", "page_size", "page_token")
@@ -499,16 +518,24 @@ class LedgerEntry(_message.Message):
     def __init__(self, id: _Optional[str] = ..., data_class: _Optional[str] = ..., object_count: _Optional[int] = ..., byte_count: _Optional[int] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trigger: _Optional[str] = ..., key_id_hash: _Optional[str] = ...) -> None: ...
 
 class DeletionReceipt(_message.Message):
-    __slots__ = ("receipt_id", "order", "entries", "complete_time")
+    __slots__ = ("receipt_id", "order", "entries", "complete_time", "name")
     RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     receipt_id: str
     order: str
     entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
     complete_time: _timestamp_pb2.Timestamp
-    def __init__(self, receipt_id: _Optional[str] = ..., order: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    name: str
+    def __init__(self, receipt_id: _Optional[str] = ..., order: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetDeletionReceiptRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Style(_message.Message):
     __slots__ = ("id", "display_name", "wardrobe", "lighting", "background", "prompt", "negative_prompt")
@@ -573,3 +600,49 @@ class RevokeApiKeyRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetTenantRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants", "next_page_token")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
+    next_page_token: str
+    def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetApiKeyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListApiKeysRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListApiKeysResponse(_message.Message):
+    __slots__ = ("api_keys", "next_page_token")
+    API_KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    api_keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    next_page_token: str
+    def __init__(self, api_keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -96,6 +96,11 @@ class HeadshotServiceStub:
                 request_serializer=headshots_dot_v1_dot_headshots__pb2.DeleteOrderRequest.SerializeToString,
                 response_deserializer=headshots_dot_v1_dot_headshots__pb2.DeletionReceipt.FromString,
                 _registered_method=True)
+        self.GetDeletionReceipt = channel.unary_unary(
+                '/headshots.v1.HeadshotService/GetDeletionReceipt',
+                request_serializer=headshots_dot_v1_dot_headshots__pb2.GetDeletionReceiptRequest.SerializeToString,
+                response_deserializer=headshots_dot_v1_dot_headshots__pb2.DeletionReceipt.FromString,
+                _registered_method=True)
         self.ListStyles = channel.unary_unary(
                 '/headshots.v1.HeadshotService/ListStyles',
                 request_serializer=headshots_dot_v1_dot_headshots__pb2.ListStylesRequest.SerializeToString,
@@ -116,9 +121,12 @@ class HeadshotServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadPhotos(self, request_iterator, context):
-        """Streams one or more photos in chunks (gRPC messages are capped at 4 MiB).
+        """Streams one or more photos in chunks (gRPC messages are capped at 8 MiB).
         A message with `filename` set starts a new photo. Each photo is decoded,
         checked and stored atomically: a refused photo leaves nothing behind.
+        Succeeds when at least one photo was stored; `outcomes` has one entry per
+        photo sent, stored or refused (partial success is a success). When none
+        was stored the call fails, with the refusals as field violations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +165,8 @@ class HeadshotServiceServicer:
 
     def WatchOrder(self, request, context):
         """Streams the order now, then every change (state or progress) until it is terminal.
+        On an order not yet submitted (CREATED, UPLOADING) it sends the order once and ends:
+        nothing changes until the client itself uploads or submits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +193,14 @@ class HeadshotServiceServicer:
 
     def DeleteOrder(self, request, context):
         """Erases the order now (crypto-shredding, then blobs and rows) and returns the receipt.
+        A retry (same request_id, or the same name after erasure) returns the same receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletionReceipt(self, request, context):
+        """The receipt of an erased order, by the name DeleteOrder returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,6 +273,11 @@ def add_HeadshotServiceServicer_to_server(servicer, server):
             'DeleteOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteOrder,
                     request_deserializer=headshots_dot_v1_dot_headshots__pb2.DeleteOrderRequest.FromString,
+                    response_serializer=headshots_dot_v1_dot_headshots__pb2.DeletionReceipt.SerializeToString,
+            ),
+            'GetDeletionReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletionReceipt,
+                    request_deserializer=headshots_dot_v1_dot_headshots__pb2.GetDeletionReceiptRequest.FromString,
                     response_serializer=headshots_dot_v1_dot_headshots__pb2.DeletionReceipt.SerializeToString,
             ),
             'ListStyles': grpc.unary_unary_rpc_method_handler(
@@ -600,6 +623,33 @@ class HeadshotService:
             _registered_method=True)
 
     @staticmethod
+    def GetDeletionReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headshots.v1.HeadshotService/GetDeletionReceipt',
+            headshots_dot_v1_dot_headshots__pb2.GetDeletionReceiptRequest.SerializeToString,
+            headshots_dot_v1_dot_headshots__pb2.DeletionReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListStyles(request,
             target,
             options=(),
@@ -653,6 +703,26 @@ class AdminServiceStub:
                 request_serializer=headshots_dot_v1_dot_headshots__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=headshots_dot_v1_dot_headshots__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/headshots.v1.AdminService/GetTenant',
+                request_serializer=headshots_dot_v1_dot_headshots__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=headshots_dot_v1_dot_headshots__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/headshots.v1.AdminService/ListTenants',
+                request_serializer=headshots_dot_v1_dot_headshots__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=headshots_dot_v1_dot_headshots__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.GetApiKey = channel.unary_unary(
+                '/headshots.v1.AdminService/GetApiKey',
+                request_serializer=headshots_dot_v1_dot_headshots__pb2.GetApiKeyRequest.SerializeToString,
+                response_deserializer=headshots_dot_v1_dot_headshots__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/headshots.v1.AdminService/ListApiKeys',
+                request_serializer=headshots_dot_v1_dot_headshots__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=headshots_dot_v1_dot_headshots__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -679,6 +749,31 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApiKey(self, request, context):
+        """The key's metadata (never its secret); revoked keys are listed with revoke_time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -696,6 +791,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=headshots_dot_v1_dot_headshots__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=headshots_dot_v1_dot_headshots__pb2.ApiKey.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=headshots_dot_v1_dot_headshots__pb2.GetTenantRequest.FromString,
+                    response_serializer=headshots_dot_v1_dot_headshots__pb2.Tenant.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=headshots_dot_v1_dot_headshots__pb2.ListTenantsRequest.FromString,
+                    response_serializer=headshots_dot_v1_dot_headshots__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'GetApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApiKey,
+                    request_deserializer=headshots_dot_v1_dot_headshots__pb2.GetApiKeyRequest.FromString,
+                    response_serializer=headshots_dot_v1_dot_headshots__pb2.ApiKey.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=headshots_dot_v1_dot_headshots__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=headshots_dot_v1_dot_headshots__pb2.ListApiKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +896,114 @@ class AdminService:
             '/headshots.v1.AdminService/RevokeApiKey',
             headshots_dot_v1_dot_headshots__pb2.RevokeApiKeyRequest.SerializeToString,
             headshots_dot_v1_dot_headshots__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headshots.v1.AdminService/GetTenant',
+            headshots_dot_v1_dot_headshots__pb2.GetTenantRequest.SerializeToString,
+            headshots_dot_v1_dot_headshots__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headshots.v1.AdminService/ListTenants',
+            headshots_dot_v1_dot_headshots__pb2.ListTenantsRequest.SerializeToString,
+            headshots_dot_v1_dot_headshots__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headshots.v1.AdminService/GetApiKey',
+            headshots_dot_v1_dot_headshots__pb2.GetApiKeyRequest.SerializeToString,
+            headshots_dot_v1_dot_headshots__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headshots.v1.AdminService/ListApiKeys',
+            headshots_dot_v1_dot_headshots__pb2.ListApiKeysRequest.SerializeToString,
+            headshots_dot_v1_dot_headshots__pb2.ListApiKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

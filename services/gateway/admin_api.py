@@ -11,6 +11,7 @@ from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from services.common.grpc.errors import ApiError, not_found
 from services.gateway.deps import Deps, metadata_of
 from services.gateway.mappers import api_key_proto, tenant_proto
+from services.gateway.paging import offset_of, page_size, token_of
 from services.gateway.tables import api_keys, tenants
 from services.gateway.validation import MAX_DISPLAY_NAME, ids_of
 from services.policy import names
@@ -53,7 +54,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 )
             ).one_or_none()
         if row is None:
-            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"tenant {tenant_id} already exists")
+            raise ApiError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"tenant {tenant_id} already exists",
+                reason="TENANT_EXISTS",
+                metadata={"tenant": tenant_id},
+            )
         return tenant_proto(row)
 
     async def CreateApiKey(
@@ -96,3 +102,75 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if row is None:
             raise not_found("API key")
         return api_key_proto(row)
+
+    async def GetTenant(
+        self, request: pb.GetTenantRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Tenant:
+        self.d.auth.check_admin(metadata_of(context))
+        (tenant_id,) = ids_of(request.name, names.TENANT_RE, "tenant", "name")
+        async with self.d.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(tenants).where(tenants.c.tenant_id == tenant_id))
+            ).one_or_none()
+        if row is None:
+            raise not_found("tenant")
+        return tenant_proto(row)
+
+    async def ListTenants(
+        self, request: pb.ListTenantsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTenantsResponse:
+        self.d.auth.check_admin(metadata_of(context))
+        size = page_size(request.page_size)
+        offset = offset_of(request.page_token, "tenants")
+        async with self.d.engine.connect() as conn:
+            rows = list(
+                await conn.execute(
+                    sa.select(tenants)
+                    .order_by(tenants.c.created_at, tenants.c.tenant_id)
+                    .offset(offset)
+                    .limit(size + 1)
+                )
+            )
+        resp = pb.ListTenantsResponse(tenants=[tenant_proto(r) for r in rows[:size]])
+        if len(rows) > size:
+            resp.next_page_token = token_of(offset + size, "tenants")
+        return resp
+
+    async def GetApiKey(
+        self, request: pb.GetApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApiKey:
+        self.d.auth.check_admin(metadata_of(context))
+        tenant_id, key_id = ids_of(request.name, names.KEY_RE, "API key", "name")
+        async with self.d.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(api_keys).where(
+                        api_keys.c.key_id == key_id, api_keys.c.tenant_id == tenant_id
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            raise not_found("API key")
+        return api_key_proto(row)
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListApiKeysResponse:
+        self.d.auth.check_admin(metadata_of(context))
+        (tenant_id,) = ids_of(request.parent, names.TENANT_RE, "tenant", "parent")
+        size = page_size(request.page_size)
+        offset = offset_of(request.page_token, request.parent)
+        async with self.d.engine.connect() as conn:
+            rows = list(
+                await conn.execute(
+                    sa.select(api_keys)
+                    .where(api_keys.c.tenant_id == tenant_id)
+                    .order_by(api_keys.c.created_at, api_keys.c.key_id)
+                    .offset(offset)
+                    .limit(size + 1)
+                )
+            )
+        resp = pb.ListApiKeysResponse(api_keys=[api_key_proto(r) for r in rows[:size]])
+        if len(rows) > size:
+            resp.next_page_token = token_of(offset + size, request.parent)
+        return resp

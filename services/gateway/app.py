@@ -24,6 +24,7 @@ from services.common.grpc.server import CLIENT_CHANNEL_OPTIONS, ServiceHost
 from services.common.ports import free_port
 from services.common.resources import open_resources
 from services.gateway.auth import Authenticator
+from services.gateway.inputs import TextCheck
 from services.gateway.openapi import build_openapi
 from services.gateway.orchestrator import DURABLE, SUBJECT, Orchestrator
 from services.gateway.ratelimit import RateLimiter
@@ -33,6 +34,7 @@ from services.gateway.servicer import AdminServicer, Deps, HeadshotServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import outbox
 from services.gateway.watch import WatchHub
+from services.policy.limits import limits
 
 log = logging.getLogger(__name__)
 SERVICES = (
@@ -56,7 +58,12 @@ class GatewayApp:
         self.settings = settings
         # Clients reach the gateway through an L7 proxy that balances per request; its
         # WatchOrder streams last for hours, so no connection-age limit here.
-        self.host = ServiceHost(settings, max_connection_age_s=None)
+        self.host = ServiceHost(
+            settings,
+            interceptors=[TextCheck()],
+            max_message_bytes=limits().max_message_bytes,
+            max_connection_age_s=None,
+        )
         self.http_port = 0
         self._closers: list[Any] = []
         self._resources = contextlib.AsyncExitStack()

@@ -35,6 +35,7 @@ from services.common.bus.consumer import JobContext
 from services.gateway import orders as om
 from services.gateway.jobs import generate_job
 from services.gateway.orders import Outgoing
+from services.gateway.result_summary import rejection_summary
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import processed_events, results
 from services.policy.limits import candidate_budget, limits, next_round_size
@@ -46,6 +47,14 @@ K = jobs_pb2.EventKind
 DURABLE = "gateway-events"
 SUBJECT = "events.>"
 CAS_RETRIES = 8
+# Leads the failure reason of an order whose candidates all failed the quality checks
+# (clients and the demo match on it).
+NOTHING_PASSED = "NOTHING_PASSED"
+
+
+def said(what: str, done: int, total: int) -> str:
+    """Progress in words, from the counts: workers' own detail strings are internal."""
+    return f"{what}: {done} of {total}" if total > 0 else what
 
 
 class Conflict(Exception):
@@ -138,7 +147,7 @@ class Orchestrator:
             return  # late or duplicate: the order has moved on
         if e.kind in (K.EVENT_KIND_STARTED, K.EVENT_KIND_PROGRESS):
             progress = om.make_progress(
-                pb.STAGE_TRAINING, e.done, e.total, e.eta_seconds, e.detail or "training"
+                pb.STAGE_TRAINING, e.done, e.total, e.eta_seconds, said("training", e.done, e.total)
             )
             await self._change(
                 conn, row, state=om.TRAINING, values={"progress": progress.SerializeToString()}
@@ -161,7 +170,7 @@ class Orchestrator:
                     "round_final": final,
                     "candidates_requested": count,
                     "progress": om.make_progress(
-                        pb.STAGE_GENERATION, 0, count, detail="round 1: generating"
+                        pb.STAGE_GENERATION, 0, count, detail="round 1: generating images"
                     ).SerializeToString(),
                 },
                 messages=[Outgoing("jobs.generate", job, job.job_id)],
@@ -183,7 +192,7 @@ class Orchestrator:
                 e.done,
                 e.total or row.round_count,
                 e.eta_seconds,
-                e.detail or f"round {row.round + 1}: generating",
+                said(f"round {row.round + 1}: generating", e.done, e.total or row.round_count),
             )
             await self._change(conn, row, values={"progress": progress.SerializeToString()})
         elif e.kind == K.EVENT_KIND_COMPLETED:
@@ -192,7 +201,7 @@ class Orchestrator:
                 pb.STAGE_FILTERING,
                 scored,
                 row.round_count,
-                detail=f"round {row.round + 1}: scoring",
+                detail=f"round {row.round + 1}: checking the images",
             )
             await self._change(
                 conn, row, state=om.FILTERING, values={"progress": progress.SerializeToString()}
@@ -222,7 +231,9 @@ class Orchestrator:
                         scored,
                         e.total or row.round_count,
                         e.eta_seconds,
-                        f"round {row.round + 1}: scoring",
+                        said(
+                            f"round {row.round + 1}: checking", scored, e.total or row.round_count
+                        ),
                     )
                     await self._change(conn, row, values={"progress": progress.SerializeToString()})
                 else:
@@ -232,7 +243,11 @@ class Orchestrator:
             return
         if e.kind == K.EVENT_KIND_PROGRESS and e.round == row.round and state == om.FILTERING:
             progress = om.make_progress(
-                pb.STAGE_FILTERING, e.done, e.total, e.eta_seconds, e.detail or "scoring"
+                pb.STAGE_FILTERING,
+                e.done,
+                e.total,
+                e.eta_seconds,
+                said(f"round {row.round + 1}: checking", e.done, e.total),
             )
             await self._change(conn, row, values={"progress": progress.SerializeToString()})
         elif e.kind == K.EVENT_KIND_NEEDS_MORE:
@@ -318,7 +333,10 @@ class Orchestrator:
                     pb.STAGE_GENERATION,
                     0,
                     count,
-                    detail=f"round {next_round + 1}: {nm.passed}/{nm.wanted} passed so far",
+                    detail=(
+                        f"round {next_round + 1}: {nm.passed} of {nm.wanted} wanted images"
+                        " passed so far; generating more"
+                    ),
                 ).SerializeToString(),
             },
             messages=[Outgoing("jobs.generate", job, job.job_id)],
@@ -345,14 +363,45 @@ class Orchestrator:
                 .where(results.c.order_id == row.order_id, results.c.delivered)
             )
         ).scalar_one()
+        if delivered == 0:
+            await self._fail_empty(conn, row)
+            return
         progress = om.make_progress(
-            pb.STAGE_DELIVERY, delivered, row.result_count, detail=f"{delivered} delivered"
+            pb.STAGE_DELIVERY,
+            delivered,
+            row.result_count,
+            detail=f"{delivered} headshot(s) delivered",
         )
         await self._change(
             conn,
             row,
             state=om.READY,
             values={"delivered_count": delivered, "progress": progress.SerializeToString()},
+        )
+
+    async def _fail_empty(self, conn: AsyncConnection, row: Any) -> None:
+        """Nothing passed the checks: FAILED with the counts and the commonest reasons, not
+        READY with nothing to deliver. The rejected candidates stay listable
+        (ListResults include_rejected) until the order is deleted or expires."""
+        summary = await rejection_summary(conn, row.order_id)
+        top = sorted(summary.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        why = ", ".join(f"{code} {n}" for code, n in top) or "no candidate was scored"
+        reason = (
+            f"{NOTHING_PASSED}: {summary.candidates} candidate(s) generated, {summary.passed}"
+            f" passed the quality checks, 0 delivered (rejections: {why})"
+        )
+        progress = om.make_progress(
+            pb.STAGE_DELIVERY, 0, row.result_count, detail="no headshot passed the checks"
+        )
+        await self._change(
+            conn,
+            row,
+            state=om.FAILED,
+            values={
+                "delivered_count": 0,
+                "failure_reason": reason,
+                "progress": progress.SerializeToString(),
+            },
         )
 
     async def _deliver_passed(self, conn: AsyncConnection, row: Any) -> None:

@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import internal_pb2
-from services.common.grpc.errors import ApiError
+from services.common.grpc.errors import ApiError, not_found
 from services.common.grpc.server import outgoing_timeout
 from services.gateway import orders as om
+from services.gateway import receipts
 from services.gateway.deps import TenantApi
 from services.gateway.jobs import train_job
 from services.gateway.mappers import embedding_bytes, photo_proto, set_check_of
@@ -25,7 +26,15 @@ from services.gateway.paging import offset_of, page_size, token_of
 from services.gateway.photo_analysis import analyze
 from services.gateway.photo_store import stored_photos
 from services.gateway.tables import orders, tenants
-from services.gateway.validation import check_photo_count, order_values, quota
+from services.gateway.validation import (
+    check_photo_count,
+    check_request_id,
+    ids_of,
+    order_values,
+    quota,
+    request_hash,
+    reused,
+)
 from services.policy import names
 
 log = logging.getLogger(__name__)
@@ -37,27 +46,39 @@ class OrdersApi(TenantApi):
     ) -> pb.Order:
         tenant_id = await self._caller(context)
         self._parent_tenant(tenant_id, request.parent)
+        check_request_id(request.request_id)
         values = order_values(request.order)
+        digest = request_hash(request)
         order_id = names.new_id("o")
         async with self.d.engine.begin() as conn:
             if request.request_id:
                 existing = await self._by_request_id(conn, tenant_id, request.request_id)
                 if existing is not None:
-                    return om.to_proto(existing)
+                    return self._same_request(existing, request.request_id, digest)
             try:
                 async with conn.begin_nested():
                     row = await om.create(
                         conn,
                         tenant_id,
                         order_id,
-                        {**values, "request_id": request.request_id or None},
+                        {
+                            **values,
+                            "request_id": request.request_id or None,
+                            "request_hash": digest if request.request_id else None,
+                        },
                     )
             except IntegrityError:
                 # The same request_id raced with itself: the other call's order is the answer.
                 existing = await self._by_request_id(conn, tenant_id, request.request_id)
                 if existing is None:
                     raise
-                return om.to_proto(existing)
+                return self._same_request(existing, request.request_id, digest)
+        return om.to_proto(row)
+
+    @staticmethod
+    def _same_request(row: Any, request_id: str, digest: str) -> pb.Order:
+        if row.request_hash is not None and row.request_hash != digest:
+            raise reused(request_id)
         return om.to_proto(row)
 
     @staticmethod
@@ -102,6 +123,11 @@ class OrdersApi(TenantApi):
     ) -> AsyncIterator[pb.WatchOrderResponse]:
         tenant_id = await self._caller(context)
         row = await self._order(tenant_id, request.name)
+        if om.state_of(row) in om.EDITABLE:
+            # Nothing changes before the client itself uploads or submits: waiting here
+            # would hold the stream open for nothing.
+            yield pb.WatchOrderResponse(order=om.to_proto(row), sequence=row.version)
+            return
         last = row.version - 1
         async with self.d.hub.subscribe(row.order_id) as wake:
             while True:
@@ -132,6 +158,7 @@ class OrdersApi(TenantApi):
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
         tenant_id = await self._caller(context)
+        check_request_id(request.request_id)
         row = await self._order(tenant_id, request.name)
         if om.state_of(row) in om.IN_FLIGHT | {om.READY}:
             return om.to_proto(row)  # submitted before: a retry gets the same answer
@@ -195,7 +222,24 @@ class OrdersApi(TenantApi):
         self, request: pb.DeleteOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeletionReceipt:
         tenant_id = await self._caller(context)
-        row = await self._order(tenant_id, request.name)
+        check_request_id(request.request_id)
+        t, o = ids_of(request.name, names.ORDER_RE, "order", "name")
+        if t != tenant_id:
+            raise not_found("order")
+        async with self.d.engine.connect() as conn:
+            if request.request_id:
+                kept = await receipts.by_request(conn, tenant_id, request.request_id)
+                if kept is not None:
+                    if kept.order_key != receipts.order_key(request.name):
+                        raise reused(request.request_id)
+                    return pb.DeletionReceipt.FromString(bytes(kept.receipt))
+            row = await om.load(conn, o, tenant_id)
+            if row is None:
+                # Erased before: a retry whose first answer was lost gets the same receipt.
+                earlier = await receipts.by_order(conn, tenant_id, request.name)
+                if earlier is None:
+                    raise not_found("order")
+                return earlier
         if om.state_of(row) != om.DELETED:
             async with self.d.engine.begin() as conn:
                 current = await om.load(conn, row.order_id, lock=True)
@@ -213,7 +257,8 @@ class OrdersApi(TenantApi):
                 internal_pb2.EraseRequest(
                     tenant_id=tenant_id,
                     order_id=row.order_id,
-                    request_id=request.request_id or f"delete:{row.order_id}",
+                    # One erasure per order, whatever ids the client's retries carry.
+                    request_id=f"delete:{row.order_id}",
                     reason="deleted by the tenant through the API",
                 ),
                 timeout=outgoing_timeout(self.s.erase_timeout_s),
@@ -226,4 +271,16 @@ class OrdersApi(TenantApi):
                 reason="ERASURE_PENDING",
                 retry_after_s=5.0,
             ) from err
-        return reply.receipt
+        async with self.d.engine.begin() as conn:
+            return await receipts.keep(conn, tenant_id, request.request_id, reply.receipt)
+
+    async def GetDeletionReceipt(
+        self, request: pb.GetDeletionReceiptRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeletionReceipt:
+        tenant_id = await self._caller(context)
+        t, receipt_id = ids_of(request.name, names.RECEIPT_RE, "deletion receipt", "name")
+        async with self.d.engine.connect() as conn:
+            found = await receipts.by_id(conn, tenant_id, receipt_id) if t == tenant_id else None
+        if found is None:
+            raise not_found("deletion receipt")
+        return found

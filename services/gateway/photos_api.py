@@ -1,18 +1,20 @@
 """HeadshotService's photo methods: the upload pipeline, listing and deleting photos.
 
-Uploads keep what passes: in one UploadPhotos call, photos that pass decoding and the
-selfie check are stored; photos that do not are not stored at all, and the call then ends
-with INVALID_ARGUMENT (RESOURCE_EXHAUSTED when a photo was over the per-order limit) whose
-details carry a BadRequest with one violation per refused photo (`photos[i]`, "CODE: photo
-i+1 (name) ...") and the UploadPhotosResponse of what *was* stored. A client that only
-looks at the status still knows which photos to fix; one that reads the details also
-knows what is already in the order (no re-upload needed).
+Uploads keep what passes and say what became of every photo: each photo of an UploadPhotos
+call is decoded and re-encoded as soon as its last chunk arrives (only one photo's raw
+bytes are held at a time, never a whole call), photos that pass decoding and the selfie
+check are stored, and the response lists an outcome per photo sent (stored, or refused
+with the code and a sentence). Partial success is a success. Only when nothing was stored
+does the call fail: INVALID_ARGUMENT (RESOURCE_EXHAUSTED when the order was full) with one
+field violation per refused photo (`photos[i]`, "CODE: photo i+1 (name) ...") and the
+UploadPhotosResponse with the outcomes packed in the details.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,7 @@ from google.rpc import status_pb2
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import internal_pb2
-from services.common.grpc.errors import ApiError, not_found
+from services.common.grpc.errors import ApiError, clip, not_found
 from services.gateway import orders as om
 from services.gateway import photo_store
 from services.gateway.deps import TenantApi
@@ -37,11 +39,12 @@ from services.policy.limits import limits
 
 log = logging.getLogger(__name__)
 MAX_FILENAME = 200
+_PHOTO_ID = re.compile(r"\bp-[0-9a-f]{12}\b")
 
 
 @dataclass
 class UploadRefused(ApiError):
-    """An ApiError that also carries the UploadPhotosResponse of the photos that were kept."""
+    """An ApiError that also carries the UploadPhotosResponse (every photo's outcome)."""
 
     stored: pb.UploadPhotosResponse = field(default_factory=pb.UploadPhotosResponse)
 
@@ -64,6 +67,31 @@ class Incoming:
     photo_id: str = ""
 
 
+@dataclass
+class Upload:
+    """One UploadPhotos call: the order, what it held before, and the photos so far."""
+
+    row: Any
+    existing: list[Any]
+    room: int
+    items: list[Incoming] = field(default_factory=list)
+
+    @property
+    def taken(self) -> int:
+        return sum(1 for i in self.items if i.photo_id)
+
+
+def filename_of(raw: str) -> str:
+    # Shown back in outcomes and errors, stored in PostgreSQL (no NUL there): clipped,
+    # control characters replaced.
+    return clip(raw, MAX_FILENAME)
+
+
+def with_filenames(text: str, filenames: dict[str, str]) -> str:
+    """Photo ids in a finding's sentence replaced by the file names the client knows."""
+    return _PHOTO_ID.sub(lambda m: repr(filenames.get(m.group(0), m.group(0))), text)
+
+
 class PhotosApi(TenantApi):
     async def UploadPhotos(
         self,
@@ -72,11 +100,11 @@ class PhotosApi(TenantApi):
     ) -> pb.UploadPhotosResponse:
         tenant_id = await self._caller(context)
         parent = ""
-        incoming: list[Incoming] = []
+        upload: Upload | None = None
         current: Incoming | None = None
         cap = limits().max_photo_bytes
         async for msg in request_iterator:
-            if not parent:
+            if upload is None:
                 if not msg.parent:
                     raise ApiError(
                         grpc.StatusCode.INVALID_ARGUMENT,
@@ -87,6 +115,8 @@ class PhotosApi(TenantApi):
                 row = await self._order(tenant_id, parent, field="parent")
                 if om.state_of(row) not in om.EDITABLE:
                     raise om.refuse_transition(row, "upload photos to")
+                existing = await photo_store.stored_photos(self.d.engine, row.order_id)
+                upload = Upload(row, existing, limits().max_photos - len(existing))
             elif msg.parent and msg.parent != parent:
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -94,8 +124,12 @@ class PhotosApi(TenantApi):
                     [("parent", "differs from the first message")],
                 )
             if msg.filename:
-                current = Incoming(len(incoming), msg.filename[:MAX_FILENAME], msg.content_type)
-                incoming.append(current)
+                if current is not None:
+                    await self._decode(upload, current)
+                current = Incoming(len(upload.items), filename_of(msg.filename), msg.content_type)
+                upload.items.append(current)
+                if upload.room <= 0:
+                    current.refusal = self._full(upload)
             elif current is None:
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -112,45 +146,47 @@ class PhotosApi(TenantApi):
                     current.data = bytearray()
                 else:
                     current.data.extend(msg.data)
-        if not parent:
+        if upload is None:
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT, "no photos were sent", [("parent", "required")]
             )
-        if not incoming:
+        if current is None:
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT, "no photos were sent", [("filename", "required")]
             )
-        return await self._store_upload(tenant_id, row, incoming)
+        await self._decode(upload, current)
+        return await self._store_upload(tenant_id, upload)
 
-    async def _store_upload(
-        self, tenant_id: str, row: Any, incoming: list[Incoming]
-    ) -> pb.UploadPhotosResponse:
-        lim = limits()
-        existing = await photo_store.stored_photos(self.d.engine, row.order_id)
-        room = lim.max_photos - len(existing)
-        for item in incoming:
-            if item.refusal is not None:
-                continue
-            try:
-                item.clean = await asyncio.to_thread(clean, bytes(item.data), self.d.limits)
-            except Refusal as refusal:
-                item.refusal = refusal
-            item.data = bytearray()
-        quota_hit = False
-        for item in incoming:
-            if item.clean is None:
-                continue
-            if room <= 0:
-                item.clean = None
-                item.refusal = Refusal(
-                    "TOO_MANY_PHOTOS",
-                    f"the order already has {lim.max_photos} photos (the most allowed)",
-                )
-                quota_hit = True
-                continue
-            room -= 1
-            item.photo_id = names.new_id("p", 6)
+    def _full(self, upload: Upload) -> Refusal:
+        most = limits().max_photos
+        return Refusal(
+            "TOO_MANY_PHOTOS",
+            f"an order holds at most {most} photos: {len(upload.existing)} were stored"
+            f" before this call and {upload.taken} earlier photo(s) of this call took the"
+            " remaining room",
+        )
+
+    async def _decode(self, upload: Upload, item: Incoming) -> None:
+        """Decode and re-encode one photo as soon as it is complete; drop its raw bytes."""
+        data, item.data = bytes(item.data), bytearray()
+        if item.refusal is not None:
+            return
+        if upload.room <= 0:
+            item.refusal = self._full(upload)
+            return
+        try:
+            item.clean = await asyncio.to_thread(clean, data, self.d.limits)
+        except Refusal as refusal:
+            item.refusal = refusal
+            return
+        upload.room -= 1
+        item.photo_id = names.new_id("p", 6)
+
+    async def _store_upload(self, tenant_id: str, upload: Upload) -> pb.UploadPhotosResponse:
+        row, existing, incoming = upload.row, upload.existing, upload.items
         fresh = [i for i in incoming if i.clean is not None]
+        filenames = {p.photo_id: p.filename for p in existing}
+        filenames.update({i.photo_id: i.filename for i in fresh})
         stored_rows: list[Any] = []
         check = pb.SetCheck()
         if fresh:
@@ -158,6 +194,9 @@ class PhotosApi(TenantApi):
             items = [(p.photo_id, await self.d.blobs.get(p.blob_key)) for p in usable_existing]
             items += [(i.photo_id, i.clean.data) for i in fresh if i.clean is not None]
             analysis = await analyze(self.d.filter, items, self.s.filter_timeout_s)
+            for verdict in analysis.photos:
+                for finding in verdict.findings:
+                    finding.message = with_filenames(finding.message, filenames)
             by_id = {a.photo_id: a for a in analysis.photos}
             photo_names = {p.photo_id: photo_proto(p).name for p in existing}
             for i in fresh:
@@ -182,41 +221,45 @@ class PhotosApi(TenantApi):
             stored_rows = await self._commit_photos(
                 tenant_id, row, accepted, by_id, check, analysis
             )
-        refused = [i for i in incoming if i.refusal is not None]
+        stored_by_id = {r.photo_id: r for r in stored_rows}
         response = pb.UploadPhotosResponse(
             photos=[photo_proto(r) for r in stored_rows], set_check=check
         )
-        if refused:
-            violations = [
-                (
-                    f"photos[{i.index}]",
-                    f"{i.refusal.code}: photo {i.index + 1} ({i.filename}) was refused: "
-                    f"{i.refusal.message}",
-                )
-                for i in refused
-                if i.refusal is not None
-            ]
-            summary = (
-                f"{len(refused)} of {len(incoming)} photo(s) refused, "
-                f"{len(stored_rows)} stored; see the field violations"
+        for i in incoming:
+            out = response.outcomes.add(index=i.index, filename=i.filename)
+            if i.photo_id in stored_by_id:
+                out.stored = True
+                out.photo = names.photo_name(tenant_id, row.order_id, i.photo_id)
+            elif i.refusal is not None:
+                out.code, out.message = i.refusal.code, i.refusal.message
+        refused = [i for i in incoming if i.refusal is not None]
+        if stored_rows or not refused:
+            return response
+        lim = limits()
+        quota_hit = any(i.refusal.code == "TOO_MANY_PHOTOS" for i in refused if i.refusal)
+        violations = [
+            (
+                f"photos[{i.index}]",
+                f"{i.refusal.code}: photo {i.index + 1} ({i.filename}) was refused: "
+                f"{i.refusal.message}",
             )
-            order_name = names.order_name(tenant_id, row.order_id)
-            raise UploadRefused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED
+            for i in refused
+            if i.refusal is not None
+        ]
+        order_name = names.order_name(tenant_id, row.order_id)
+        raise UploadRefused(
+            grpc.StatusCode.RESOURCE_EXHAUSTED if quota_hit else grpc.StatusCode.INVALID_ARGUMENT,
+            f"none of the {len(incoming)} photo(s) was stored; see the field violations",
+            field_violations=violations,
+            quota_violations=(
+                [(order_name + "/photos", f"at most {lim.max_photos} photos per order")]
                 if quota_hit
-                else grpc.StatusCode.INVALID_ARGUMENT,
-                summary,
-                field_violations=violations,
-                quota_violations=(
-                    [(order_name + "/photos", f"at most {lim.max_photos} photos per order")]
-                    if quota_hit
-                    else []
-                ),
-                reason="PHOTOS_REFUSED",
-                metadata={"stored": str(len(stored_rows)), "refused": str(len(refused))},
-                stored=response,
-            )
-        return response
+                else []
+            ),
+            reason="ORDER_FULL" if quota_hit else "PHOTOS_REFUSED",
+            metadata={"stored": "0", "refused": str(len(refused))},
+            stored=response,
+        )
 
     async def _commit_photos(
         self,

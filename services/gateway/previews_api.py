@@ -11,12 +11,13 @@ import grpc
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import internal_pb2
-from services.common.grpc.errors import ApiError
+from services.common.grpc.errors import ApiError, clip
 from services.common.grpc.server import outgoing_timeout
 from services.gateway.deps import TenantApi
 from services.gateway.paging import offset_of, page_size, token_of
-from services.gateway.uploads import Refusal, clean
-from services.gateway.validation import check_preview
+from services.gateway.photo_analysis import analyze
+from services.gateway.uploads import CleanPhoto, Refusal, clean
+from services.gateway.validation import check_preview, check_request_id
 from services.policy.styles import platform_catalogue
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,9 @@ class PreviewsApi(TenantApi):
     ) -> pb.CreatePreviewResponse:
         tenant_id = await self._caller(context)
         self._parent_tenant(tenant_id, request.parent)
+        check_request_id(request.request_id)
         check_preview(request)
-        try:
-            photo = await asyncio.to_thread(clean, request.photo, self.d.limits)
-        except Refusal as refusal:
-            raise ApiError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the photo was refused: {refusal.message}",
-                [("photo", f"{refusal.code}: {refusal.message}")],
-            ) from refusal
+        photo = await self._checked_photo(request.photo)
         seed = int.from_bytes(secrets.token_bytes(4), "big")
         t0 = time.perf_counter()
         try:
@@ -59,10 +54,39 @@ class PreviewsApi(TenantApi):
                 in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
                 else grpc.StatusCode.UNAVAILABLE
             )
-            raise ApiError(code, f"the preview could not be made: {err.details()}") from err
+            raise ApiError(
+                code,
+                f"the preview could not be made: {clip(err.details() or '', 200)}",
+                reason="PREVIEW_FAILED",
+            ) from err
         resp = pb.CreatePreviewResponse(images=list(reply.images), model_id=reply.model_id)
         resp.latency.FromNanoseconds(int((time.perf_counter() - t0) * 1e9))
         return resp
+
+    async def _checked_photo(self, data: bytes) -> CleanPhoto:
+        """The photo after the same checks UploadPhotos makes: decoding, then the selfie check."""
+        try:
+            photo = await asyncio.to_thread(clean, data, self.d.limits)
+        except Refusal as refusal:
+            raise self._refused(refusal) from refusal
+        analysis = await analyze(self.d.filter, [("preview", photo.data)], self.s.filter_timeout_s)
+        verdict = analysis.photos[0] if analysis.photos else None
+        if verdict is None or not verdict.usable:
+            blocking = [f for f in (verdict.findings if verdict else []) if f.blocking]
+            code = blocking[0].code if blocking else "REFUSED"
+            text = "; ".join(f.message for f in blocking) or "the photo check refused it"
+            raise self._refused(Refusal(code, text))
+        return photo
+
+    @staticmethod
+    def _refused(refusal: Refusal) -> ApiError:
+        return ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the photo was refused: {refusal.message}",
+            [("photo", f"{refusal.code}: {refusal.message}")],
+            reason="PHOTO_REFUSED",
+            metadata={"code": refusal.code},
+        )
 
     async def ListStyles(
         self, request: pb.ListStylesRequest, context: grpc.aio.ServicerContext

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.common.grpc.errors import GRPC_DETAILS_METADATA_KEY
+from services.common.grpc.errors import DOMAIN, GRPC_DETAILS_METADATA_KEY, MAX_MESSAGE, clip
 from services.gateway.auth import forwarded_metadata
 from services.gateway.httprules import Route, routes
 
@@ -86,7 +86,15 @@ def problem_type(code: str) -> str:
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": problem_type(title), "title": title, "status": status, "detail": detail}
+    body = {
+        "type": problem_type(title),
+        "title": title,
+        "status": status,
+        "detail": clip(detail, MAX_MESSAGE),
+        # ErrorInfo's reason and domain on every problem, as on every gRPC status.
+        "reason": title,
+        "domain": DOMAIN,
+    }
     body.update({k: v for k, v in extra.items() if v})
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
@@ -244,7 +252,9 @@ async def _json_body(request: Request, cap: int = MAX_MESSAGE_BYTES) -> Any:
         # Nesting deeper than Python's parser recurses: no message is that deep.
         raise HttpError(400, "INVALID_ARGUMENT", "the body is nested too deeply") from err
     except ValueError as err:
-        raise HttpError(400, "INVALID_ARGUMENT", f"the body is not valid JSON: {err}") from err
+        raise HttpError(
+            400, "INVALID_ARGUMENT", f"the body is not valid JSON: {clip(str(err), 120)}"
+        ) from err
 
 
 def _too_large(cap: int) -> HttpError:
@@ -272,7 +282,7 @@ def _parse(cls: type[Message], data: Any, what: str) -> Message:
     except RecursionError as err:
         raise HttpError(400, "INVALID_ARGUMENT", f"{what} is nested too deeply") from err
     except (json_format.ParseError, ValueError, TypeError) as err:
-        raise HttpError(400, "INVALID_ARGUMENT", f"{what}: {err}") from err
+        raise HttpError(400, "INVALID_ARGUMENT", f"{what}: {clip(str(err), 200)}") from err
     if msg.ByteSize() > MAX_MESSAGE_BYTES:
         raise HttpError(
             413, "PAYLOAD_TOO_LARGE", f"{what} is larger than {MAX_MESSAGE_BYTES:,} bytes"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -14,6 +13,7 @@ from services.common.storage.base import BlobNotFound, order_prefix
 from services.gateway.deps import TenantApi
 from services.gateway.mappers import result_proto
 from services.gateway.paging import offset_of, page_size, token_of
+from services.gateway.result_summary import rejection_summary
 from services.gateway.tables import results
 from services.gateway.validation import ids_of
 from services.policy import names
@@ -80,24 +80,3 @@ class ResultsApi(TenantApi):
                 chunk.content_type = row.content_type or "image/png"
                 chunk.total_size = len(data)
             yield chunk
-
-
-async def rejection_summary(conn: Any, order_id: str) -> pb.RejectionSummary:
-    counts = (
-        await conn.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.count().filter(sa.func.cardinality(results.c.rejection_reasons) == 0),
-                sa.func.count().filter(results.c.delivered),
-            ).where(results.c.order_id == order_id)
-        )
-    ).one()
-    reason = sa.func.unnest(results.c.rejection_reasons).label("reason")
-    sub = sa.select(reason).where(results.c.order_id == order_id).subquery()
-    by_reason = await conn.execute(sa.select(sub.c.reason, sa.func.count()).group_by(sub.c.reason))
-    return pb.RejectionSummary(
-        candidates=counts[0],
-        passed=counts[1],
-        delivered=counts[2],
-        by_reason={r: int(n) for r, n in by_reason},
-    )

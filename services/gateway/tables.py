@@ -69,6 +69,8 @@ orders = sa.Table(
     sa.Column("progress", sa.LargeBinary, nullable=False, server_default=sa.text("''::bytea")),
     sa.Column("failure_reason", sa.Text, nullable=False, server_default=""),
     sa.Column("request_id", sa.Text, nullable=True),
+    # sha256 of the CreateOrderRequest without its request_id: a reused id must ask the same.
+    sa.Column("request_hash", sa.Text, nullable=True),
     sa.Column("reference_embedding", sa.LargeBinary, nullable=True),
     # headshots.v1.SetCheck of the latest AnalyzeSelfies, serialized.
     sa.Column("set_check", sa.LargeBinary, nullable=False, server_default=sa.text("''::bytea")),
@@ -181,8 +183,29 @@ processed_events = sa.Table(
     ),
 )
 
+# Receipts of erased orders. No `order_id` column and no text naming the order (its name is
+# kept as a hash, the receipt as bytes), so erasure leaves them, by design: the tenant's proof
+# of the erasure, like retention's ledger.
+deletion_receipts = sa.Table(
+    "deletion_receipts",
+    metadata,
+    sa.Column("receipt_id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text, nullable=True),
+    # sha256 of the order's name: DeleteOrder on an erased order finds its receipt.
+    sa.Column("order_key", sa.Text, nullable=False),
+    # headshots.v1.DeletionReceipt, serialized.
+    sa.Column("receipt", sa.LargeBinary, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("tenant_id", "request_id", name="deletion_receipts_request_once"),
+)
+
 outbox = outbox_table(metadata, SCHEMA)
 
 sa.Index("orders_tenant_created", orders.c.tenant_id, orders.c.created_at)
 
 sa.Index("orders_live_state", orders.c.state, orders.c.heartbeat_at)
+
+sa.Index("deletion_receipts_order", deletion_receipts.c.tenant_id, deletion_receipts.c.order_key)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from headshots.v1 import headshots_pb2 as pb
-from services.common.grpc.errors import ApiError, not_found
+from services.common.grpc.errors import ApiError
 from services.policy import names
 from services.policy.limits import limits
 from services.policy.prompt_screen import screen_prompt
@@ -19,11 +22,57 @@ MAX_DISPLAY_NAME = 200
 
 
 def ids_of(name: str, pattern: re.Pattern[str], what: str, field: str) -> tuple[str, ...]:
-    """The ids in resource name `name` (field `field` of the request)."""
+    """The ids in resource name `name` (field `field` of the request).
+
+    Empty or malformed is the client's mistake (INVALID_ARGUMENT naming the field); a
+    well-formed name that does not resolve is NOT_FOUND, decided by the caller.
+    """
     parsed = names.parse(name, pattern)
     if parsed is None:
-        raise not_found(what)
+        shape = names.PATTERNS.get(pattern, "a resource name")
+        problem = "is required" if not name else f"must be {shape} with ids {names.ID_RULE}"
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field} {problem}",
+            [(field, f"{what} name {problem}")],
+            reason="INVALID_NAME",
+        )
     return parsed
+
+
+def request_hash(request: Message) -> str:
+    """What a request asks for, without its request_id: same hash = same request."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def check_request_id(request_id: str) -> None:
+    """AIP-155: a request id is a UUID (any version), in its canonical text form."""
+    if not request_id:
+        return
+    try:
+        ok = len(request_id) == 36 and str(uuid.UUID(request_id)) == request_id.lower()
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request_id must be a UUID such as 3f2b8c1e-9d4a-4b7e-8f00-1c2d3e4f5a6b",
+            [("request_id", "not a UUID")],
+            reason="INVALID_REQUEST_ID",
+        )
+
+
+def reused(request_id: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "this request_id was already used for a different request; use a new UUID",
+        [("request_id", "used before with a different request body")],
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": request_id},
+    )
 
 
 def quota(message: str, subject: str, description: str) -> ApiError:
@@ -43,7 +92,10 @@ def order_values(spec: pb.Order) -> dict[str, Any]:
     unknown = [x for x in spec.style_ids if x not in catalogue.ids()]
     if unknown:
         violations.append(
-            ("order.style_ids", f"unknown style(s) {', '.join(unknown)}; see ListStyles")
+            (
+                "order.style_ids",
+                f"{len(unknown)} unknown style id(s), e.g. {unknown[0][:40]!r}; see ListStyles",
+            )
         )
     prompt = spec.custom_prompt.strip()
     # The generator's own screen, so a prompt it would refuse never trains a model.

@@ -71,6 +71,11 @@ class Limits(BaseSettings):
     # ---- preview ----
     max_preview_count: int = 4
 
+    # ---- the public API ----
+    # Largest gRPC message the gateway takes or sends; the proto's UploadPhotos comment
+    # quotes it (a test keeps the two in step). Photos larger than this arrive in chunks.
+    max_message_bytes: int = 8 * 1024 * 1024
+
 
 @lru_cache(maxsize=1)
 def limits() -> Limits:

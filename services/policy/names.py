@@ -19,6 +19,16 @@ ORDER_RE = re.compile(r"^tenants/([^/]+)/orders/([^/]+)$")
 PHOTO_RE = re.compile(r"^tenants/([^/]+)/orders/([^/]+)/photos/([^/]+)$")
 RESULT_RE = re.compile(r"^tenants/([^/]+)/orders/([^/]+)/results/([^/]+)$")
 KEY_RE = re.compile(r"^tenants/([^/]+)/apiKeys/([^/]+)$")
+RECEIPT_RE = re.compile(r"^tenants/([^/]+)/deletionReceipts/([^/]+)$")
+# The shape of each name, for people (error messages, docs).
+PATTERNS: dict[re.Pattern[str], str] = {
+    TENANT_RE: "tenants/{tenant}",
+    ORDER_RE: "tenants/{tenant}/orders/{order}",
+    PHOTO_RE: "tenants/{tenant}/orders/{order}/photos/{photo}",
+    RESULT_RE: "tenants/{tenant}/orders/{order}/results/{result}",
+    KEY_RE: "tenants/{tenant}/apiKeys/{key}",
+    RECEIPT_RE: "tenants/{tenant}/deletionReceipts/{receipt}",
+}
 
 
 class InvalidId(ValueError):
@@ -66,3 +76,7 @@ def result_name(tenant_id: str, order_id: str, result_id: str) -> str:
 
 def api_key_name(tenant_id: str, key_id: str) -> str:
     return f"tenants/{tenant_id}/apiKeys/{key_id}"
+
+
+def receipt_name(tenant_id: str, receipt_id: str) -> str:
+    return f"tenants/{tenant_id}/deletionReceipts/{receipt_id}"

@@ -175,7 +175,9 @@ async def test_order_from_upload_to_erasure(gw: GatewayUnderTest) -> None:
 
 async def test_create_order_is_idempotent_by_request_id(gw: GatewayUnderTest) -> None:
     tenant, secret = await gw.tenant()
-    request = pb.CreateOrderRequest(parent=f"tenants/{tenant}", request_id="req-1")
+    request = pb.CreateOrderRequest(
+        parent=f"tenants/{tenant}", request_id="7d0f5a52-3a8e-4c1e-9a51-2b9d8c1f0e11"
+    )
     a = await gw.api().CreateOrder(request, metadata=md(secret))
     b = await gw.api().CreateOrder(request, metadata=md(secret))
     assert a.name == b.name
@@ -278,24 +280,36 @@ async def test_bad_uploads_are_refused_with_reasons_and_nothing_stored(
     bad = _bad_files()
     good = fixture_files(1)
     files = [*good, *((name, data) for name, (data, _) in bad.items())]
+    # Partial success is a success, with an outcome for every photo sent.
+    up = await upload(gw, order, secret, files)
+    assert [p.filename for p in up.photos] == [good[0][0]]
+    assert [o.index for o in up.outcomes] == list(range(len(files)))
+    assert up.outcomes[0].stored and up.outcomes[0].photo == up.photos[0].name
+    for index, (name, (_, code)) in enumerate(bad.items(), start=1):
+        outcome = up.outcomes[index]
+        assert (outcome.stored, outcome.filename, outcome.code) == (False, name, code)
+        assert outcome.message
+    keys = await stored_blobs(gw, order)
+    assert len(keys) == 1 and keys[0].endswith(up.photos[0].name.rsplit("/", 1)[1] + ".jpg")
+    listed = await gw.api().ListPhotos(pb.ListPhotosRequest(parent=order.name), metadata=md(secret))
+    assert [p.name for p in listed.photos] == [p.name for p in up.photos]
+    # Nothing stored: the call fails, every refusal a field violation, the outcomes attached.
+    only_bad = [(name, data) for name, (data, _) in bad.items()]
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await upload(gw, order, secret, files)
+        await upload(gw, order, secret, only_bad)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = details_of(err.value)
     violations = next(d for d in details if isinstance(d, error_details_pb2.BadRequest))
     by_field = {v.field: v.description for v in violations.field_violations}
-    for index, (name, (_, code)) in enumerate(bad.items(), start=1):
+    for index, (name, (_, code)) in enumerate(bad.items()):
         assert by_field[f"photos[{index}]"].startswith(f"{code}: photo {index + 1} ({name})")
-    assert "photos[0]" not in by_field
-    # The status also carries what was stored: the one good photo.
+    info = next(d for d in details if isinstance(d, error_details_pb2.ErrorInfo))
+    assert info.reason == "PHOTOS_REFUSED" and info.metadata["refused"] == str(len(bad))
     status = status_of(err.value)
-    stored = pb.UploadPhotosResponse()
-    assert any(d.Unpack(stored) for d in status.details if d.Is(stored.DESCRIPTOR))
-    assert [p.filename for p in stored.photos] == [good[0][0]]
-    keys = await stored_blobs(gw, order)
-    assert len(keys) == 1 and keys[0].endswith(stored.photos[0].name.rsplit("/", 1)[1] + ".jpg")
-    listed = await gw.api().ListPhotos(pb.ListPhotosRequest(parent=order.name), metadata=md(secret))
-    assert [p.name for p in listed.photos] == [p.name for p in stored.photos]
+    answer = pb.UploadPhotosResponse()
+    assert any(d.Unpack(answer) for d in status.details if d.Is(answer.DESCRIPTOR))
+    assert [o.code for o in answer.outcomes] == [code for _, code in bad.values()]
+    assert len(await stored_blobs(gw, order)) == 1
 
 
 async def test_gps_exif_is_accepted_and_stripped(gw: GatewayUnderTest) -> None:
@@ -332,7 +346,18 @@ async def test_twenty_first_photo_is_over_quota(gw: GatewayUnderTest) -> None:
     assert "20 photos" in quota.violations[0].description
     bad = next(d for d in details if isinstance(d, error_details_pb2.BadRequest))
     assert bad.field_violations[0].description.startswith("TOO_MANY_PHOTOS")
+    assert "20 were stored before this call" in bad.field_violations[0].description
     assert len(await stored_blobs(gw, order)) == 20
+
+
+async def test_twenty_one_photos_in_one_call_say_the_right_numbers(gw: GatewayUnderTest) -> None:
+    tenant, secret = await gw.tenant()
+    order = await new_order(gw, tenant, secret)
+    up = await upload(gw, order, secret, fixture_files(21))
+    assert len(up.photos) == 20 and [o.stored for o in up.outcomes] == [True] * 20 + [False]
+    last = up.outcomes[20]
+    assert last.code == "TOO_MANY_PHOTOS"
+    assert "0 were stored before this call and 20 earlier photo(s) of this call" in last.message
 
 
 async def test_submit_needs_enough_photos(gw: GatewayUnderTest) -> None:

@@ -57,8 +57,10 @@ async def test_openapi_document_is_valid_and_covers_every_rpc(gw: GatewayUnderTe
         doc = (await client.get("/openapi.json")).json()
     validate(doc)
     ops = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
-    assert len(ops) == 16
+    assert len(ops) == 21
     assert "HeadshotService_UploadPhotos" in ops and "AdminService_RevokeApiKey" in ops
+    assert {"AdminService_GetTenant", "AdminService_ListTenants", "AdminService_GetApiKey"} <= ops
+    assert {"AdminService_ListApiKeys", "HeadshotService_GetDeletionReceipt"} <= ops
     assert "/v1/tenants/{tenant}/orders/{order}:watch" in doc["paths"]
 
 
@@ -82,14 +84,26 @@ async def test_order_through_rest(gw: GatewayUnderTest) -> None:
         ]
         body.append({"filename": "notes.jpg", "data": b64(b"not an image at all")})
         r = await client.post(f"/v1/{name}/photos:upload", json=body, headers=h)
+        # Partial success is a success: six stored, the seventh refused with its reason.
+        assert r.status_code == 200, r.text
+        stored = r.json()
+        assert len(stored["photos"]) == 6
+        outcomes = stored["outcomes"]
+        assert [o.get("stored", False) for o in outcomes] == [True] * 6 + [False]
+        assert outcomes[6]["code"] == "UNREADABLE" and outcomes[6]["filename"] == "notes.jpg"
+        # Nothing stored: an error with the refusal as a field violation.
+        r = await client.post(
+            f"/v1/{name}/photos:upload",
+            json={"filename": "notes.jpg", "data": b64(b"not an image at all")},
+            headers=h,
+        )
         assert r.status_code == 400
         assert r.headers["content-type"].startswith("application/problem+json")
         problem = r.json()
         assert problem["status"] == 400 and problem["code"] == "INVALID_ARGUMENT"
-        assert problem["violations"][0]["field"] == "photos[6]"
-        assert problem["violations"][0]["description"].startswith("UNREADABLE: photo 7")
-        stored = next(d for d in problem["details"] if d["@type"].endswith("UploadPhotosResponse"))
-        assert len(stored["photos"]) == 6
+        assert problem["reason"] == "PHOTOS_REFUSED" and problem["domain"] == "headshots.v1"
+        assert problem["violations"][0]["field"] == "photos[0]"
+        assert problem["violations"][0]["description"].startswith("UNREADABLE: photo 1")
         # One more as raw bytes, one more as a single JSON message.
         r = await client.post(
             f"/v1/{name}/photos:upload?filename={files[6].name}",

@@ -41,11 +41,13 @@ from services.gateway.settings import GatewaySettings
 
 class RuleAnalyzer:
     """Stands in for the ONNX face stack: a near-blank image has NO_FACE; the colour
-    statistics of the rest give a 4-d "embedding"."""
+    statistics of the rest give a 4-d "embedding"; a photo whose pixels equal an earlier
+    one's is a DUPLICATE naming that photo's id, as the real analyzer words it."""
 
     def analyze(self, items: Sequence[tuple[str, bytes]]) -> internal_pb2.AnalyzeSelfiesResponse:
         resp = internal_pb2.AnalyzeSelfiesResponse()
         usable = []
+        seen: dict[bytes, str] = {}
         for photo_id, data in items:
             img = Image.open(io.BytesIO(data)).convert("RGB")
             arr = np.asarray(img, dtype=np.float32)
@@ -53,10 +55,19 @@ class RuleAnalyzer:
             a = resp.photos.add(
                 photo_id=photo_id, width=img.width, height=img.height, embedding=emb
             )
+            digest = arr.astype(np.uint8).tobytes()
             if arr.std() < 4.0:
                 a.usable = False
                 a.findings.add(code="NO_FACE", message="no face was found", blocking=True)
+            elif digest in seen:
+                a.usable, a.duplicate_of = False, seen[digest]
+                a.findings.add(
+                    code="DUPLICATE",
+                    message=f"the photo is a near-duplicate of another one ({seen[digest]})",
+                    blocking=True,
+                )
             else:
+                seen[digest] = photo_id
                 a.usable = True
                 a.sharpness = float(arr.std())
                 a.face_size_px = float(min(img.size) / 2)
@@ -299,7 +310,7 @@ class SimWorkers:
                 content_type="image/png",
                 size_bytes=len(data),
             )
-            ok = i % self.pass_every == 0
+            ok = self.pass_every > 0 and i % self.pass_every == 0
             scores = pb.Scores(likeness=0.9 if ok else 0.3, quality=0.5 + i / 1000, sharpness=0.8)
             scored.scored.add(
                 candidate=cand, scores=scores, rejection_reasons=[] if ok else ["LOW_LIKENESS"]
@@ -316,6 +327,7 @@ class SimWorkers:
                         done=i + 1,
                         total=job.count,
                         round=r,
+                        detail=f"b{i}",  # internal batch ids, as the real generator sends
                     ),
                 )
         common = {"tenant_id": t, "order_id": o, "round": r}

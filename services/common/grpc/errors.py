@@ -2,6 +2,12 @@
 
 A servicer raises `ApiError` (or calls `abort`) and the error interceptor turns it into a
 status with `BadRequest`, `QuotaFailure`, `ErrorInfo`, `PreconditionFailure` details.
+
+Errors always arrive (AIP-193): every status carries an `ErrorInfo` (reason, domain,
+metadata; the reason defaults to the code's name), and everything in it is bounded, so no
+client input can push the status past gRPC's 16 KiB trailer limit: the message and each
+description are clipped, control characters are replaced (a NUL in a filename is shown as
+U+FFFD, never sent back raw), and past `MAX_VIOLATIONS` the rest are counted, not listed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,26 @@ from grpc_status import rpc_status
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
 DOMAIN = "headshots.v1"
+# Bounds on what one status carries; together well under gRPC's 16 KiB trailer limit.
+MAX_MESSAGE = 400
+MAX_DESCRIPTION = 240
+MAX_VIOLATIONS = 20
+MAX_METADATA_VALUE = 120
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F], 0xFFFD)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` with control characters replaced and at most `limit` characters."""
+    text = str(text).translate(_CONTROL)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _bounded(items: Sequence[tuple[str, ...]], more: tuple[str, ...]) -> list[tuple[str, ...]]:
+    out = [tuple(clip(x, MAX_DESCRIPTION) for x in item) for item in items[:MAX_VIOLATIONS]]
+    if len(items) > MAX_VIOLATIONS:
+        n = len(items) - MAX_VIOLATIONS
+        out.append(tuple(m.replace("{n}", str(n)) for m in more))
+    return out
 
 
 @dataclass
@@ -34,47 +60,61 @@ class ApiError(Exception):
     def __post_init__(self) -> None:
         super().__init__(self.message)
 
+    @property
+    def error_reason(self) -> str:
+        return self.reason or self.code.name
+
     def to_status(self) -> status_pb2.Status:
         details: list[any_pb2.Any] = []
         if self.field_violations:
+            fields = _bounded(self.field_violations, ("...", "{n} more not listed"))
             br = error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in self.field_violations
+                    for f, d in fields
                 ]
             )
             details.append(_pack(br))
         if self.quota_violations:
+            quotas = _bounded(self.quota_violations, ("...", "{n} more not listed"))
             qf = error_details_pb2.QuotaFailure(
                 violations=[
                     error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
-                    for s, d in self.quota_violations
+                    for s, d in quotas
                 ]
             )
             details.append(_pack(qf))
         if self.precondition_violations:
+            pres = _bounded(self.precondition_violations, ("MORE", "...", "{n} more not listed"))
             pf = error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
                         type=t, subject=s, description=d
                     )
-                    for t, s, d in self.precondition_violations
+                    for t, s, d in pres
                 ]
             )
             details.append(_pack(pf))
-        if self.reason:
-            details.append(
-                _pack(
-                    error_details_pb2.ErrorInfo(
-                        reason=self.reason, domain=DOMAIN, metadata=dict(self.metadata)
-                    )
+        metadata = {
+            clip(k, 40): clip(v, MAX_METADATA_VALUE)
+            for k, v in list(self.metadata.items())[:MAX_VIOLATIONS]
+        }
+        if self.field_violations and "field" not in metadata:
+            metadata["field"] = clip(self.field_violations[0][0], MAX_METADATA_VALUE)
+        details.append(
+            _pack(
+                error_details_pb2.ErrorInfo(
+                    reason=clip(self.error_reason, 63), domain=DOMAIN, metadata=metadata
                 )
             )
+        )
         if self.retry_after_s is not None:
             ri = error_details_pb2.RetryInfo()
             ri.retry_delay.FromNanoseconds(int(self.retry_after_s * 1e9))
             details.append(_pack(ri))
-        return status_pb2.Status(code=_code(self.code), message=self.message, details=details)
+        return status_pb2.Status(
+            code=_code(self.code), message=clip(self.message, MAX_MESSAGE), details=details
+        )
 
 
 def _pack(msg: object) -> any_pb2.Any:
@@ -94,11 +134,21 @@ async def abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
 
 def not_found(what: str) -> ApiError:
     # Same message whether the resource is missing or belongs to another tenant.
-    return ApiError(grpc.StatusCode.NOT_FOUND, f"{what} not found")
+    return ApiError(
+        grpc.StatusCode.NOT_FOUND,
+        f"{what} not found",
+        reason="NOT_FOUND",
+        metadata={"resource_type": what},
+    )
 
 
 def invalid(message: str, *violations: tuple[str, str]) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, field_violations=violations)
+
+
+def internal() -> ApiError:
+    """What an unexpected failure looks like to the caller (the cause is logged, not sent)."""
+    return ApiError(grpc.StatusCode.INTERNAL, "internal error; it has been logged")
 
 
 def details_of(error: grpc.RpcError) -> list[object]:

@@ -24,10 +24,10 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from services.common import metrics
-from services.common.grpc.errors import ApiError
+from services.common.grpc.errors import ApiError, internal
 from services.common.settings import ServiceSettings
 from services.common.telemetry import setup_telemetry
 
@@ -93,7 +93,9 @@ def _wrap_handler(
         if isinstance(exc, asyncio.CancelledError):
             raise exc
         log.exception("unhandled error in %s", method)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; it has been logged")
+        from grpc_status import rpc_status
+
+        await context.abort_with_status(rpc_status.to_status(internal().to_status()))
         return "INTERNAL"
 
     def code_of(context: grpc.aio.ServicerContext) -> str:
@@ -151,6 +153,31 @@ def _wrap_handler(
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+# grpc.reflection.v1 has the same messages as v1alpha, field for field; grpcio-reflection
+# ships only v1alpha, so v1 is the same servicer under the v1 name (grpcurl and Postman try
+# v1 first, older tools only know v1alpha).
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2 as rpb
+
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=rpb.ServerReflectionRequest.FromString,
+                response_serializer=rpb.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
 
 
 T = TypeVar("T")
@@ -283,9 +310,7 @@ class ServiceHost:
             await self.health.set(name, status)
 
     async def start(self) -> int:
-        reflection.enable_server_reflection(
-            [*self._service_names, reflection.SERVICE_NAME], self.server
-        )
+        enable_reflection(self.server, self._service_names)
         self.port = self.server.add_insecure_port(
             f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         )
