@@ -20,7 +20,7 @@ from services.gateway import orders as om
 from services.gateway import receipts
 from services.gateway.deps import TenantApi
 from services.gateway.jobs import train_job
-from services.gateway.mappers import embedding_bytes, photo_proto, set_check_of
+from services.gateway.mappers import embedding_bytes, embedding_list, photo_proto, set_check_of
 from services.gateway.orders import Outgoing
 from services.gateway.paging import offset_of, page_size, token_of
 from services.gateway.photo_analysis import analyze
@@ -166,14 +166,20 @@ class OrdersApi(TenantApi):
             raise om.refuse_transition(row, "submit")
         stored = [p for p in await stored_photos(self.d.engine, row.order_id) if p.usable]
         check_photo_count(row, len(stored))
-        # The set as a whole, once more: deletes since the last upload change the reference.
-        items = [(p.photo_id, await self.d.blobs.get(p.blob_key)) for p in stored]
-        analysis = await analyze(self.d.filter, items, self.s.filter_timeout_s)
-        by_id = {a.photo_id: a for a in analysis.photos}
-        usable = [p for p in stored if by_id.get(p.photo_id, None) and by_id[p.photo_id].usable]
-        check_photo_count(row, len(usable))
-        photo_names = {p.photo_id: photo_proto(p).name for p in stored}
-        check = set_check_of(analysis.set, photo_names)
+        if row.reference_embedding is not None:
+            # The last upload judged this very set (a photo deletion clears the reference):
+            # its verdicts are in the rows, nothing needs analysing again.
+            usable, reference = stored, embedding_list(row.reference_embedding)
+            check = pb.SetCheck.FromString(bytes(row.set_check))
+        else:
+            items = [(p.photo_id, await self.d.blobs.get(p.blob_key)) for p in stored]
+            analysis = await analyze(self.d.filter, items, self.s.filter_timeout_s)
+            by_id = {a.photo_id: a for a in analysis.photos}
+            usable = [p for p in stored if p.photo_id in by_id and by_id[p.photo_id].usable]
+            check_photo_count(row, len(usable))
+            photo_names = {p.photo_id: photo_proto(p).name for p in stored}
+            check = set_check_of(analysis.set, photo_names)
+            reference = list(analysis.set.reference_embedding)
         async with self.d.engine.begin() as conn:
             tenant = (
                 await conn.execute(
@@ -197,14 +203,14 @@ class OrdersApi(TenantApi):
             current = await om.load(conn, row.order_id, lock=True)
             if current is None or om.state_of(current) != om.UPLOADING:
                 raise om.refuse_transition(current or row, "submit")
-            job = train_job(current, [p.blob_key for p in usable], analysis.set.reference_embedding)
+            job = train_job(current, [p.blob_key for p in usable], reference)
             fresh = await om.apply(
                 conn,
                 current,
                 state=om.QUEUED,
                 values={
                     "submitted_at": sa.func.now(),
-                    "reference_embedding": embedding_bytes(analysis.set.reference_embedding),
+                    "reference_embedding": embedding_bytes(reference),
                     "set_check": check.SerializeToString(),
                     "photo_count": len(usable),
                     "progress": om.make_progress(

@@ -357,6 +357,11 @@ class PhotosApi(TenantApi):
                 raise om.refuse_transition(current, "delete photos of")
             await photo_store.delete_photo(conn, o, p)
             count = current.photo_count - (1 if photo.usable else 0)
-            await om.apply(conn, current, values={"photo_count": max(0, count)})
+            # The set changed under its verdict: SubmitOrder judges it again.
+            await om.apply(
+                conn,
+                current,
+                values={"photo_count": max(0, count), "reference_embedding": None},
+            )
         await self.d.blobs.delete(photo.blob_key)
         return pb.DeletePhotoResponse()

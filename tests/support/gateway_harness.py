@@ -44,7 +44,11 @@ class RuleAnalyzer:
     statistics of the rest give a 4-d "embedding"; a photo whose pixels equal an earlier
     one's is a DUPLICATE naming that photo's id, as the real analyzer words it."""
 
+    def __init__(self) -> None:
+        self.calls: list[int] = []  # photos per AnalyzeSelfies call, for tests that count
+
     def analyze(self, items: Sequence[tuple[str, bytes]]) -> internal_pb2.AnalyzeSelfiesResponse:
+        self.calls.append(len(items))
         resp = internal_pb2.AnalyzeSelfiesResponse()
         usable = []
         seen: dict[bytes, str] = {}
@@ -109,6 +113,7 @@ class Neighbours:
 
     server: grpc.aio.Server
     port: int
+    analyzer: RuleAnalyzer
 
     @property
     def addr(self) -> str:
@@ -127,14 +132,15 @@ async def start_neighbours(url: str, blobs: BlobStore, keyring: Keyring) -> Neig
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
     )
-    internal_pb2_grpc.add_FilterServiceServicer_to_server(FilterServicer(RuleAnalyzer()), server)
+    analyzer = RuleAnalyzer()
+    internal_pb2_grpc.add_FilterServiceServicer_to_server(FilterServicer(analyzer), server)
     internal_pb2_grpc.add_GeneratorServiceServicer_to_server(PreviewDouble(), server)
     internal_pb2_grpc.add_RetentionServiceServicer_to_server(
         RetentionServicer(Retention(engine, blobs, keyring)), server
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    return Neighbours(server, port)
+    return Neighbours(server, port, analyzer)
 
 
 @dataclass
