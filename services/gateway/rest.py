@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from services.common.grpc.errors import DOMAIN, GRPC_DETAILS_METADATA_KEY, MAX_MESSAGE, clip
 from services.gateway.auth import forwarded_metadata
 from services.gateway.httprules import Route, routes
+from services.policy.limits import limits
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ SSE = "text/event-stream"
 # A streamed upload (raw image bytes, or a JSON array of chunks) may carry several photos.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 # One request message: the gateway's gRPC message cap (ServiceHost's max_message_bytes).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_MESSAGE_BYTES = limits().max_message_bytes
 # Headers passed on as gRPC metadata, together: under gRPC's 8 KiB metadata soft limit,
 # with room for what gRPC adds itself.
 MAX_HEADER_BYTES = 7 * 1024
