@@ -237,7 +237,15 @@ async def write_order(client: HeadshotsClient, order: pb.Order, opts: DemoOption
     print(f"\n  images:        {out}/ ({got.delivered} delivered)")
     print(f"  results.json:  {out / 'results.json'}")
     print(f"  contact sheet: {got.sheet}")
-    return 0 if order.state == pb.ORDER_STATE_READY else 1
+    if order.state == pb.ORDER_STATE_READY:
+        return 0
+    # An order whose candidates all failed the checks ends FAILED with this reason code (the
+    # public API's word for it). With the tiny models that is the expected outcome: the demo
+    # has shown every stage and written why, so it is not a failure of the demo.
+    if order.failure_reason.startswith("NOTHING_PASSED"):
+        print("\n  no headshot passed the checks; the contact sheet shows each rejection's reason")
+        return 0
+    return 1
 
 
 def results_document(got: DownloadedOrder, opts: DemoOptions, notice: str) -> dict[str, object]:
