@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from services.common.grpcserver import CLIENT_CHANNEL_OPTIONS, ServiceHost
 
+from services.common.grpc.server import CLIENT_CHANNEL_OPTIONS, ServiceHost
 from services.common.settings import ServiceSettings
 from services.gateway.app import CHANNEL_OPTIONS
 

@@ -39,14 +39,15 @@ import sqlalchemy as sa
 from conftest import DEPLOY, ROOT, Doc, Manifests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
-from services.common.embedded import NatsServer, Postgres, free_port
-from services.common.migrate import SchemaNotReady, prepare_schemas
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from devstack.embedded import NatsServer, Postgres
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
-from services.common import db
+from services.common.db.migrate import SchemaNotReady, prepare_schemas
+from services.common.db.naming import normalize_url
+from services.common.ports import free_port
 from services.common.settings import ServiceSettings
 from services.gateway.bootstrap import EXIT_EXISTS, BootstrapError, create_tenant
 from services.gateway.settings import GatewaySettings
@@ -347,7 +348,7 @@ def test_setup_job_migrates_as_owner_and_grants_the_dml_role(
 async def test_dml_role_reads_and_writes_but_cannot_change_the_schema(
     setup_job: dict[str, subprocess.CompletedProcess], database: dict[str, str]
 ) -> None:
-    engine = create_async_engine(db.normalize_url(database["app"]), poolclass=NullPool)
+    engine = create_async_engine(normalize_url(database["app"]), poolclass=NullPool)
     try:
         async with engine.connect() as conn:
             assert await conn.scalar(sa.text("SELECT count(*) FROM gateway.tenants")) >= 0

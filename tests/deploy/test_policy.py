@@ -219,19 +219,19 @@ def test_gpu_pods_choose_their_gpus_and_busy_trainers_are_not_disrupted(
 def test_keda_fallback_keeps_replicas_and_every_durable_is_created_by_the_setup_job(
     manifests: dict[str, Manifests],
 ) -> None:
-    from services.common.bus_setup import JOB_DURABLES
+    from services.common.bus.setup import JOB_DURABLES
+    from services.filter.worker import FilterWorker
+    from services.generator.worker import GeneratorWorker
+    from services.trainer.worker import TrainerWorker
 
-    from services.filter.__main__ import DURABLE as FILTER
-    from services.generator.worker import DURABLE as GENERATOR
-    from services.trainer.worker import DURABLE as TRAINER
-
-    assert set(JOB_DURABLES.values()) == {FILTER, GENERATOR, TRAINER}
+    stages = [w.STAGE for w in (FilterWorker, GeneratorWorker, TrainerWorker)]
+    assert JOB_DURABLES == {stage.subject: stage.durable for stage in stages}
     m = manifests["gpu"]
     for so in m.of_kind("ScaledObject"):
         assert so["spec"]["fallback"]["behavior"] == "currentReplicasIfHigher"
         assert so["spec"]["triggers"][0]["metadata"]["consumer"] in JOB_DURABLES.values()
     job = Manifests.pod_spec(m.get("Job", "headshots-setup"))
-    assert job["containers"][0]["command"] == ["python", "-m", "services.common.bus_setup"]
+    assert job["containers"][0]["command"] == ["python", "-m", "services.common.bus.setup"]
 
 
 def test_dev_runs_on_cpu_only(manifests: dict[str, Manifests]) -> None:
