@@ -4,8 +4,7 @@ tuned to, held with a margin, and verdicts that do not depend on the batch.
 The whole set (~220 images through the real scorer) takes minutes on 2 shared cores, so
 those tests are marked slow. The floors are the rates measured when the thresholds were
 set (bench/RESULTS.md, row "filter calibration"), less a margin of about one image per
-label, and never under the issue's targets where the measured rate met them. A threshold
-change that loses more than that margin fails here.
+label. A threshold change that loses more than that margin fails here.
 """
 
 from __future__ import annotations
@@ -30,12 +29,12 @@ from tests.support.filter_calibration import CALIBRATION, Outcome, manifest, rat
 
 # label → least share caught (for `good`: least share passed clean).
 FLOORS = {
-    "eyes_closed": 0.90,  # target 90 %
-    "wink": 0.90,  # target 80 %
-    "gaze_iris": 0.35,  # target 70 %: NOT met (see the report / RESULTS.md)
-    "hand_malformed": 0.45,  # target 80 %: met on real renders only
-    "partial": 1.0,
-    "good": 0.95,  # target: false rejects <= 5 %
+    "eyes_closed": 0.87,  # measured 22/24 (92 %); target 90 %
+    "wink": 0.95,  # measured 24/24; target 80 %
+    "gaze_iris": 0.41,  # measured 11/24 (46 %); target 70 %: NOT met
+    "hand_malformed": 0.52,  # measured 13/23 (57 %; the 5 real renders: 5/5); target 80 %
+    "partial": 1.0,  # measured 2/2
+    "good": 0.96,  # measured 124/127 passed (2.4 % false rejects); target <= 5 %
 }
 
 
