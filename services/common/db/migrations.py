@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,15 @@ def create_declared(op: Any, metadata: sa.MetaData) -> None:
 
 def drop_declared(op: Any, metadata: sa.MetaData) -> None:
     metadata.drop_all(op.get_bind(), checkfirst=True)
+
+
+def baseline(
+    metadata: sa.MetaData,
+) -> tuple[str, None, Callable[[], None], Callable[[], None]]:
+    """A schema's first revision, "0001", from its declaration:
+
+    revision, down_revision, upgrade, downgrade = baseline(metadata)
+    """
+    from alembic import op
+
+    return "0001", None, lambda: create_declared(op, metadata), lambda: drop_declared(op, metadata)
