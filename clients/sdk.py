@@ -449,7 +449,7 @@ class HeadshotsClient:
         upload_s = time.monotonic() - t0
         if on_uploaded is not None:
             on_uploaded(order, upload)
-        clock = StageClock()
+        clock = StageClock(t0=t0)  # states' first-seen times count from the order's start
         await self.submit(order.name)
         final = await self.watch(order.name, within_s, clock, on_update)
         return OrderRun(final, upload, clock, upload_s, time.monotonic() - t0)
