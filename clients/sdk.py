@@ -74,6 +74,7 @@ DOWNLOAD_TIMEOUT_S = 120.0
 # A watch whose gateway stays unreachable this long gives up (a restart takes seconds).
 REATTACH_WITHIN_S = 60.0
 PAGE_SIZE = 200
+KEEPALIVE_MS = 300_000
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -81,7 +82,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 def tenant_name(tenant: str) -> str:
-    """ "acme" or "tenants/acme" -> "tenants/acme"."""
+    """The resource name of a tenant given by id ("acme") or by name ("tenants/acme")."""
     return tenant if tenant.startswith("tenants/") else f"tenants/{tenant}"
 
 
@@ -448,7 +449,7 @@ class HeadshotsClient:
         upload_s = time.monotonic() - t0
         if on_uploaded is not None:
             on_uploaded(order, upload)
-        clock = StageClock()
+        clock = StageClock(t0=t0)  # states' first-seen times count from the order's start
         await self.submit(order.name)
         final = await self.watch(order.name, within_s, clock, on_update)
         return OrderRun(final, upload, clock, upload_s, time.monotonic() - t0)
@@ -464,7 +465,10 @@ async def open_channel(
         addr,
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-            ("grpc.keepalive_time_ms", 20_000),
+            # A ping at most every 5 minutes: a gRPC server's default floor for pings
+            # between messages; pinging more often gets the connection closed (GOAWAY
+            # too_many_pings) in the middle of a quiet watch.
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
         ],
     )
     try:
