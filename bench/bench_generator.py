@@ -210,6 +210,11 @@ CPU_MODELS: dict[str, dict[str, Any]] = {
     # ~20 M-parameter UNet, 64² images, 32² latents: compute dominates overhead.
     "mid": {"unet_channels": (64, 128, 256), "sample_size": 32, "steps": 10, "images": 8},
 }
+# `--quick` (a busy shared machine): fewer images and steps, same comparisons.
+QUICK: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 6, "images": 8},
+    "mid": {"steps": 4, "images": 4},
+}
 # A trained DreamBooth LoRA changes each projection by a few per cent of its weight; the
 # bench adapter's update BA is scaled to this share of ||W|| (Frobenius) per layer, so the
 # LoRA branch is realistic in magnitude without being trained (our assumption, not a
@@ -390,11 +395,12 @@ def _bench_model(name: str, spec: dict[str, Any], path: Path, selfie: bytes) -> 
     }
 
 
-def bench_cpu() -> dict[str, Any]:
+def bench_cpu(quick: bool = False) -> dict[str, Any]:
     selfie = next(iter(sorted((FACES / "obama").glob("*.jp*g")))).read_bytes()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, spec in CPU_MODELS.items():
+            spec = spec | (QUICK[name] if quick else {})
             path = build_cpu_pipeline(Path(tmp) / name, spec["unet_channels"], spec["sample_size"])
             row = _bench_model(name, spec, path, selfie)
             rows.append(row)
@@ -436,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU)")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="CPU: fewer images and steps")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
@@ -448,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             "generator_gpu_compile.json" if args.compile else "generator_gpu.json"
         )
     else:
-        result = bench_cpu()
+        result = bench_cpu(args.quick)
         out = args.out or RESULTS / "generator.json"
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -256,7 +256,7 @@ def _crops(resolution: int) -> tuple[list[Any], float]:
     return result.crops, time.perf_counter() - t0
 
 
-def bench_cpu(order_steps: int | None) -> dict[str, Any]:
+def bench_cpu(order_steps: int | None, peer_steps: tuple[int, ...] | None = None) -> dict[str, Any]:
     from models.tiny_diffusion import build
     from services.trainer.checkpointing import MemoryCheckpointStore
     from services.trainer.lora_training import TrainConfig, train_lora
@@ -302,20 +302,12 @@ def bench_cpu(order_steps: int | None) -> dict[str, Any]:
             f"validations): {train_s + preprocess_s:.1f} s "
             f"(preprocess {preprocess_s:.1f} s, {res.seconds_per_step * 1000:.1f} ms/step)"
         )
-    out["peer"] = bench_peer(crops)
+    out["peer"] = bench_peer(crops, peer_steps or PEER_STEPS)
     out["summary"] = {
         "tiny_sd15_s_per_step": out["sd15_s_per_step"],
         "tiny_sdxl_s_per_step": out["sdxl_s_per_step"],
         "tiny_order_s": out["order_s"],
-        **(
-            {
-                "vs_dreambooth_script_speedup": out["peer"]["ours_speedup"],
-                "ours_heldout_loss": out["peer"]["ours_heldout_loss"],
-                "dreambooth_script_heldout_loss": out["peer"]["peer_heldout_loss"],
-            }
-            if "ours_speedup" in out["peer"]
-            else {}
-        ),
+        **_peer_summary(out["peer"]),
     }
     return out
 
@@ -480,7 +472,17 @@ def _heldout_loss(base: Path, adapter: bytes, held: list[Any], prompt: str) -> f
     )
 
 
-def bench_peer(crops: list[Any]) -> dict[str, Any]:
+def _peer_summary(peer: dict[str, Any]) -> dict[str, Any]:
+    if "ours_speedup" not in peer:
+        return {}
+    return {
+        "vs_dreambooth_script_speedup": peer["ours_speedup"],
+        "ours_heldout_loss": peer["ours_heldout_loss"],
+        "dreambooth_script_heldout_loss": peer["peer_heldout_loss"],
+    }
+
+
+def bench_peer(crops: list[Any], peer_steps: tuple[int, ...] = (10, 60)) -> dict[str, Any]:
     """Seconds per step (difference of a short and a longer run, so start-up and the final
     save cancel out) and the held-out loss of both adapters, same data and settings."""
     from PIL import Image
@@ -522,7 +524,7 @@ def bench_peer(crops: list[Any]) -> dict[str, Any]:
         for c in train:
             Image.fromarray(c.image).save(instance / f"{Path(c.name).stem}.png")
         # Alternating: ours, the script, ours, the script.
-        for steps in PEER_STEPS:
+        for steps in peer_steps:
             cfg = config.model_copy(update={"steps": steps, "validation_every": steps})
             t0 = time.perf_counter()
             res = train_lora(base, crops, cfg)
@@ -536,7 +538,7 @@ def bench_peer(crops: list[Any]) -> dict[str, Any]:
                 f"  {steps} steps: ours {ours_t[steps]:.1f} s, script {peer_t[steps]:.1f} s",
                 flush=True,
             )
-    lo, hi = PEER_STEPS
+    lo, hi = peer_steps
     ours_step = (ours_t[hi] - ours_t[lo]) / (hi - lo)
     peer_step = (peer_t[hi] - peer_t[lo]) / (hi - lo)
     prompt = config.instance_prompt
@@ -571,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per GPU config")
     parser.add_argument("--batches", default="1,4", help="GPU batch sizes")
     parser.add_argument("--order-steps", type=int, default=0, help="CPU order steps (0: rule)")
+    parser.add_argument(
+        "--peer-only", action="store_true", help="only the diffusers-script comparison (CPU)"
+    )
+    parser.add_argument(
+        "--peer-steps", default=",".join(map(str, PEER_STEPS)), help="short,long step counts"
+    )
     ns = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -581,8 +589,15 @@ def main(argv: list[str] | None = None) -> int:
         doc = bench_gpu(ns.steps, tuple(int(b) for b in ns.batches.split(",")))
         path = RESULTS / "trainer_gpu.json"
     else:
-        doc = bench_cpu(ns.order_steps or None)
-        path = RESULTS / "trainer.json"
+        peer_steps = tuple(int(x) for x in ns.peer_steps.split(","))
+        if ns.peer_only:
+            crops, _ = _crops(64)
+            doc = {"threads": torch.get_num_threads(), "peer": bench_peer(crops, peer_steps)}
+            doc["summary"] = _peer_summary(doc["peer"])
+            path = RESULTS / "trainer_peer.json"
+        else:
+            doc = bench_cpu(ns.order_steps or None, peer_steps)
+            path = RESULTS / "trainer.json"
     doc["date"] = time.strftime("%Y-%m-%d")
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")

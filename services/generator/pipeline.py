@@ -288,7 +288,7 @@ class WarmPipeline:
             ):
                 try:
                     self.pipe.load_lora_weights(
-                        dict(state_dict), adapter_name=ADAPTER_SLOT, hotswap=True
+                        _own_copy(state_dict), adapter_name=ADAPTER_SLOT, hotswap=True
                     )
                 except Exception as err:  # different targets or rank: load fresh below
                     log.info("hot-swap not possible (%s); loading the adapter fresh", err)
@@ -310,7 +310,7 @@ class WarmPipeline:
         self.pipe.unload_lora_weights()
         self.active_key = None
         try:
-            self.pipe.load_lora_weights(dict(state_dict), adapter_name=ADAPTER_SLOT)
+            self.pipe.load_lora_weights(_own_copy(state_dict), adapter_name=ADAPTER_SLOT)
         except Exception as err:
             if not self.settings.compile:
                 self.pipe.unload_lora_weights()
@@ -322,7 +322,7 @@ class WarmPipeline:
             self.pipe.unload_lora_weights()
             self.pipe.unet._prepare_lora_hotswap_kwargs = None
             try:
-                self.pipe.load_lora_weights(dict(state_dict), adapter_name=ADAPTER_SLOT)
+                self.pipe.load_lora_weights(_own_copy(state_dict), adapter_name=ADAPTER_SLOT)
             except Exception as err2:
                 self.pipe.unload_lora_weights()
                 raise AdapterError(
@@ -590,6 +590,14 @@ def _host_available_bytes() -> int:
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def _own_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors the slot may keep. diffusers loads LoRAs with `low_cpu_mem_usage` (peft's
+    `load_state_dict(assign=True)`), so the slot's parameters *are* the given tensors, and a
+    later hot-swap copies the next adapter into them in place: without a copy, swapping C in
+    overwrote the cached A (an A -> C -> B -> A round trip rendered other images for A)."""
+    return {k: v.clone() for k, v in state_dict.items()}
 
 
 def adapter_ranks(state_dict: dict[str, torch.Tensor]) -> set[int]:

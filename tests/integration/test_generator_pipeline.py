@@ -57,6 +57,7 @@ def test_a_b_a_swap_gives_bit_identical_images(
     warm: WarmPipeline, adapters: dict[str, dict[str, torch.Tensor]]
 ) -> None:
     warm.deactivate()
+    kept = {k: v.clone() for k, v in adapters["A"].items()}
     first = warm.activate("a", adapters["A"])
     a1 = warm.render(PROMPT * 2, NEG * 2, [5, 6])
     # Same rank: swapped in place. Another rank: loaded fresh at its own rank.
@@ -68,6 +69,8 @@ def test_a_b_a_swap_gives_bit_identical_images(
     assert warm.slot_ranks() == {4}
     a2 = warm.render(PROMPT * 2, NEG * 2, [5, 6])
     assert (first.mode, to_c.mode, to_b.mode, back.mode) == ("load", "hotswap", "load", "load")
+    # Swapping C into the slot did not write into the cached copy of A.
+    assert all(torch.equal(kept[k], adapters["A"][k]) for k in kept)
     assert back.cache_hit
     assert all(np.array_equal(x, y) for x, y in zip(a1, a2, strict=True))
     assert not np.array_equal(a1[0], b1[0])
