@@ -38,12 +38,42 @@ ORDER_STAGE_SECONDS = Histogram(
 )
 ORDERS = Counter("hs_orders_total", "Orders reaching a terminal state", ["state"])
 DEAD_LETTERS = Counter("hs_dead_letters_total", "Jobs moved to the dead-letter stream", ["subject"])
+JOB_RETRIES = Counter(
+    "hs_job_retries_total",
+    "Jobs handed back for a later try, by cause (dependency = a dependency was down)",
+    ["service", "subject", "cause"],
+)
+DEAD_LETTERS_WAITING = Gauge(
+    "hs_dead_letters_waiting", "Dead letters now in the dead-letter stream, by cause", ["cause"]
+)
+DEAD_LETTERS_CLEARED = Counter(
+    "hs_dead_letters_cleared_total",
+    "Dead letters removed because their order ended READY or no longer exists",
+    ["cause"],
+)
+CONSUMER_STALLED = Gauge(
+    "hs_consumer_stalled",
+    "1 when a durable consumer has work and no live worker (no pull waiting, no delivery"
+    " or in-progress ack for longer than its ack wait)",
+    ["stream", "consumer"],
+)
+CONSUMER_WAITING_PULLS = Gauge(
+    "hs_consumer_waiting_pulls",
+    "Pull requests waiting on a durable consumer",
+    ["stream", "consumer"],
+)
+RECONCILED = Counter(
+    "hs_reconciler_orders_total",
+    "Orders the reconciler acted on or saw stuck, by action",
+    ["action"],
+)
+STUCK_ORDERS = Gauge("hs_stuck_orders", "In-flight orders with no event for the stuck time")
 DELETIONS = Counter("hs_deletions_total", "Objects deleted by retention", ["data_class", "trigger"])
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0") -> int:
-    """Serve /metrics; returns the bound port (port 0 picks a free one)."""
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> int:
+    """Serve /metrics on `host` (HS_METRICS_HOST); returns the bound port (0 picks one)."""
     server, _thread = start_http_server(port, addr=host)
     bound = int(server.server_port)
-    log.info("metrics on :%d/metrics", bound)
+    log.info("metrics on %s:%d/metrics", host, bound)
     return bound

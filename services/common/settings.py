@@ -25,8 +25,15 @@ class ServiceSettings(BaseSettings):
     service_name: str = Field("headshots", validation_alias=_env("HS_SERVICE_NAME"))
     grpc_host: str = Field("127.0.0.1", validation_alias=_env("HS_GRPC_HOST"))
     grpc_port: int = Field(0, validation_alias=_env("HS_GRPC_PORT"))
-    # Prometheus /metrics; 0 picks a free port (written to the log at start).
+    # Prometheus /metrics; 0 picks a free port (written to the log at start). Loopback by
+    # default like the gRPC port; a pod sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("HS_METRICS_HOST"))
     metrics_port: int = Field(0, validation_alias=_env("HS_METRICS_PORT"))
+    # Job retries while a dependency (PostgreSQL, NATS, blob store) is down: exponential
+    # backoff from `base` to `cap` seconds with jitter, given up after `budget` seconds.
+    retry_budget_s: float = Field(300.0, validation_alias=_env("HS_RETRY_BUDGET_SECONDS"))
+    retry_base_s: float = Field(0.5, validation_alias=_env("HS_RETRY_BASE_SECONDS"))
+    retry_cap_s: float = Field(15.0, validation_alias=_env("HS_RETRY_CAP_SECONDS"))
     # Empty: an embedded PostgreSQL is started (demo and tests only).
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL", "HS_DATABASE_URL"))
     nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_env("HS_NATS_URL", "NATS_URL"))

@@ -18,7 +18,7 @@ import uvicorn
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2_grpc
-from services.common.bus.consumer import Worker
+from services.common.bus.consumer import RetryPolicy, Worker
 from services.common.bus.outbox import OutboxRelay
 from services.common.grpc.server import CLIENT_CHANNEL_OPTIONS, ServiceHost
 from services.common.ports import free_port
@@ -117,8 +117,16 @@ class GatewayApp:
         )
         self.relay = OutboxRelay(self.engine, outbox, self.bus)
         self.orchestrator = Orchestrator(self.engine, s)
+        # Outages of PostgreSQL are waited out inside a delivery (RetryPolicy, HS_RETRY_*);
+        # other failures back off, so 20 deliveries span about a minute, not milliseconds.
         self.events = Worker(
-            self.bus, SUBJECT, DURABLE, self.orchestrator.handle, ack_wait=30, max_deliver=20
+            self.bus,
+            SUBJECT,
+            DURABLE,
+            self.orchestrator.handle,
+            ack_wait=30,
+            max_deliver=20,
+            retry=RetryPolicy.from_settings(s),
         )
         self.reconciler = Reconciler(self.engine, self.bus, s, self.limiter)
         self.host.background(self.relay.run)

@@ -7,12 +7,23 @@ no event for `stuck_after_s`:
 - it looks for the order's job in the JOBS stream (work-queue retention: a job is there
   until a worker acks it, so a job being worked on is found too);
 - the job is there: the order is only waiting in the queue; nothing to do;
-- it is not: the job is re-queued through the outbox under a new message id (the original
-  id may still be inside the dedup window) with the same job id, so the worker's
-  idempotent handling applies; after `max_requeues` the order fails with the reason.
+- it is not: the job is re-queued through the outbox as attempt `n` (`ids.train_job_id(o,
+  n)`, `ids.generate_job_id(o, r, n)`): a new message id, so JetStream's duplicate window
+  cannot drop it, and the same base job id, so the worker's idempotent handling applies;
+  after `max_requeues` the order fails with the reason.
 
 Orders not READY within `order_budget_s` of submission fail ("past its budget"). Each
 decision is a compare-and-set; several reconcilers may run (one per replica).
+
+Each pass also:
+- logs and counts every stuck order it sees and every order it acts on
+  (`hs_reconciler_orders_total{action}`, `hs_stuck_orders`);
+- reconciles dead letters with their orders: one whose order ended READY (a retry or
+  re-queue did the work), expired or no longer exists is removed and counted
+  (`hs_dead_letters_cleared_total`); one of a FAILED order stays as the record of why,
+  for an operator to replay or purge (`python -m services.common.bus.deadletters`);
+  what remains is exported by cause (`hs_dead_letters_waiting{cause}`);
+- looks at every durable consumer for work with no live worker (`hs_consumer_stalled`).
 """
 
 from __future__ import annotations
@@ -29,8 +40,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
+from services.common import metrics
+from services.common.bus import ids
 from services.common.bus.client import Bus
-from services.common.bus.ids import JOBS_STREAM
+from services.common.bus.deadletter import (
+    CAUSES,
+    cause_of,
+    iter_dead_letters,
+    order_of,
+    remove_dead_letter,
+)
+from services.common.bus.ids import DEADLETTER_STREAM, EVENTS_STREAM, JOBS_STREAM
+from services.common.bus.liveness import ConsumerWatch
 from services.gateway import orders as om
 from services.gateway.jobs import generate_job, train_job, usable_photo_keys
 from services.gateway.orders import Outgoing
@@ -47,6 +68,10 @@ _JOB_TYPES = {
     "jobs.generate": jobs_pb2.GenerateJob,
     "jobs.filter": jobs_pb2.FilterJob,
 }
+
+
+# Terminal states whose dead letters are obsolete: the work was done, or the data is gone.
+_CLEARS_DEAD = ("READY", "EXPIRED", "DELETED")
 
 
 @dataclass
@@ -68,12 +93,18 @@ class Reconciler:
         self.bus = bus
         self.s = settings
         self.limiter = limiter
+        self.consumers = ConsumerWatch(bus, (JOBS_STREAM, EVENTS_STREAM))
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
+                await self.consumers.check()
+            except Exception:
+                log.exception("consumer check failed; trying again next interval")
+            try:
                 await self.once()
+                await self.reconcile_dead_letters()
                 if self.limiter is not None:
                     await self.limiter.prune()
             except Exception:
@@ -136,22 +167,72 @@ class Reconciler:
             reason = f"not ready within the order budget of {hours:g} h; stopped"
             if await self._fail(r.order_id, reason):
                 report.failed.append(r.order_id)
+                self._acted(r.order_id, "failed_over_budget", reason)
         stuck_ids = [r.order_id for r in stuck if r.order_id not in set(report.failed)]
+        metrics.STUCK_ORDERS.set(len(stuck_ids))
         if not stuck_ids:
             return report
         queued = await self.queued_jobs()
         if queued is None:
             report.waiting.extend(stuck_ids)
+            for order_id in stuck_ids:
+                self._acted(order_id, "stuck_backlog", f"over {MAX_SCAN} jobs queued; not scanned")
             return report
         for order_id in stuck_ids:
             outcome = await self._recover(order_id, queued.get(order_id, set()))
             getattr(report, outcome).append(order_id)
-        if report.requeued or report.failed:
-            log.warning(
-                "reconciled",
-                extra={"fields": {"requeued": report.requeued, "failed": report.failed}},
-            )
+            if outcome == "waiting":
+                self._acted(order_id, "stuck_queued", "its job is queued or being worked on")
         return report
+
+    def _acted(self, order_id: str, action: str, detail: str) -> None:
+        """Log and count one order the reconciler saw stuck or acted on."""
+        metrics.RECONCILED.labels(action).inc()
+        fields = {"order": order_id, "action": action, "detail": detail}
+        if action.startswith("stuck"):
+            log.info("stuck order", extra={"fields": fields})
+        else:
+            log.warning("reconciled order", extra={"fields": fields})
+
+    async def reconcile_dead_letters(self) -> dict[str, int]:
+        """Clear dead letters of orders that ended READY, expired or are gone; export the
+        rest by cause. Returns the counts left, by cause."""
+        try:
+            info = await self.bus.js.stream_info(DEADLETTER_STREAM)
+        except nats.js.errors.NotFoundError:
+            return {}
+        left = dict.fromkeys((*CAUSES, "unknown"), 0)
+        if info.state.messages:
+            async for seq, dead in iter_dead_letters(self.bus):
+                cause = cause_of(dead.reason)
+                owner = order_of(dead)
+                state = await self._order_state(owner[1]) if owner else None
+                if owner and (state is None or state in _CLEARS_DEAD):
+                    if await remove_dead_letter(self.bus, seq):
+                        metrics.DEAD_LETTERS_CLEARED.labels(cause).inc()
+                        log.info(
+                            "dead letter cleared",
+                            extra={
+                                "fields": {
+                                    "order": owner[1],
+                                    "order_state": state or "gone",
+                                    "subject": dead.subject,
+                                    "cause": cause,
+                                }
+                            },
+                        )
+                    continue
+                left[cause] += 1
+        for cause, n in left.items():
+            metrics.DEAD_LETTERS_WAITING.labels(cause).set(n)
+        return left
+
+    async def _order_state(self, order_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            state = (
+                await conn.execute(sa.select(orders.c.state).where(orders.c.order_id == order_id))
+            ).scalar_one_or_none()
+        return None if state is None else str(state)
 
     async def _fail(self, order_id: str, reason: str) -> bool:
         for _ in range(5):
@@ -180,22 +261,29 @@ class Reconciler:
                     f" (no event for {self.s.stuck_after_s:g}s); giving up"
                 )
                 await om.apply(conn, row, state=om.FAILED, values={"failure_reason": reason})
+                self._acted(order_id, "failed_lost_job", reason)
                 return "failed"
             n = row.requeues + 1
-            job = (
-                train_job(row, await usable_photo_keys(conn, row.order_id))
-                if training
-                else generate_job(row, row.round, row.round_count, row.round_final)
-            )
+            if training:
+                job: jobs_pb2.TrainJob | jobs_pb2.GenerateJob = train_job(
+                    row, await usable_photo_keys(conn, row.order_id)
+                )
+                job.job_id = ids.train_job_id(row.order_id, n)
+            else:
+                job = generate_job(row, row.round, row.round_count, row.round_final)
+                job.job_id = ids.generate_job_id(row.order_id, row.round, n)
             progress = om.progress_of(row)
             progress.detail = f"the {kind} job went missing; re-queued ({n})"
             await om.apply(
                 conn,
                 row,
                 values={"requeues": n, "progress": progress.SerializeToString()},
-                messages=[Outgoing(f"jobs.{kind.split(':')[0]}", job, f"{job.job_id}:requeue{n}")],
+                # The attempt is in the job id, so the message id is new (never dropped as
+                # a duplicate of the lost one) and the same for every replica's reconciler.
+                messages=[Outgoing(f"jobs.{kind.split(':')[0]}", job, job.job_id)],
                 heartbeat=True,
             )
+            self._acted(order_id, "requeued", f"{kind} job went missing; attempt {n}")
             return "requeued"
 
 

@@ -5,12 +5,23 @@ idempotent (deterministic output names, compare-and-set state changes).
 
 Outcome of one delivery:
 - handler returns             -> ack, confirmed by the server (`ack_sync`)
+- a dependency is down (`services.common.outages.dependency_down`: PostgreSQL, NATS or the
+  blob store unreachable) -> the worker keeps the message (in-progress acks continue) and
+  runs the handler again after an exponential backoff with jitter, for up to
+  `retry.budget_s` seconds; past that, dead letter with cause "dependency"
 - `RetryableError(delay=s)`   -> nak with that delay
 - `PermanentError`            -> dead letter with the reason, then term
-- any other exception         -> nak with `backoff[deliveries-1]` (or at once)
+- any other exception         -> nak with `backoff[deliveries-1]` (default: the retry
+  policy's backoff)
 - any failure on the last allowed delivery -> dead letter with the last error, then term
 - worker stopped / handler cancelled -> nak without delay (another replica takes it)
 While a handler runs, an in-progress ack goes out every `ack_wait / 3` seconds.
+
+Why outage retries keep the message instead of nak'ing it: JetStream counts every
+redelivery against MaxDeliver, which must stay small so a job that crashes its worker is
+dead-lettered quickly; a 6 s database outage would burn it in a second. Holding the
+delivery spends time, not deliveries, and a replica that dies while waiting still hands
+the job back through AckWait as before.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -33,18 +45,25 @@ from opentelemetry import propagate, trace
 from services.common import metrics
 from services.common.bus.client import Bus
 from services.common.bus.deadletter import (
+    CAUSE_DEPENDENCY,
+    CAUSE_EXHAUSTED,
+    CAUSE_PERMANENT,
     DeadLetterCallback,
     DeadLetterMover,
     build_dead_letter,
     delete_original,
     publish_dead_letter,
+    with_cause,
 )
+from services.common.outages import dependency_down, what_is_down
+from services.common.settings import ServiceSettings
 
 __all__ = [
     "DeadLetterCallback",
     "Handler",
     "JobContext",
     "PermanentError",
+    "RetryPolicy",
     "RetryableError",
     "Worker",
 ]
@@ -83,6 +102,9 @@ class JobContext:
         self.stream: str = meta.stream
         self.consumer: str = meta.consumer
         self.msg_id: str | None = self.headers.get("Nats-Msg-Id")
+        # Tries of this delivery that met a dependency outage (the worker runs the handler
+        # again after a backoff, without a redelivery).
+        self.outage_retries: int = 0
 
     def parse(self, msg_type: type[M]) -> M:
         """Decode the payload; a payload that does not parse is a `PermanentError`."""
@@ -103,6 +125,29 @@ class JobContext:
 Handler = Callable[[JobContext], Awaitable[None]]
 
 
+class RetryPolicy:
+    """Backoff for failures caused by a dependency outage: `base * 2^(n-1)` capped at `cap`,
+    with "equal jitter" (half fixed, half random) so a fleet of workers that failed together
+    does not come back together; given up `budget_s` after the first such failure."""
+
+    def __init__(self, budget_s: float = 300.0, base_s: float = 0.5, cap_s: float = 15.0) -> None:
+        if budget_s <= 0 or base_s <= 0 or cap_s < base_s:
+            raise ValueError("need budget_s > 0 and 0 < base_s <= cap_s")
+        self.budget_s = budget_s
+        self.base_s = base_s
+        self.cap_s = cap_s
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings | None = None) -> RetryPolicy:
+        """The policy of HS_RETRY_BUDGET_SECONDS / _BASE_ / _CAP_ (read now if not given)."""
+        s = settings or ServiceSettings()
+        return cls(s.retry_budget_s, s.retry_base_s, s.retry_cap_s)
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        full = min(self.cap_s, self.base_s * 2 ** max(0, failures - 1))
+        return full / 2 + (rng or random).uniform(0, full / 2)
+
+
 class Worker:
     """A durable pull consumer on `subject` of `bus`: `await run()` until `await stop()`."""
 
@@ -121,6 +166,7 @@ class Worker:
         on_dead: DeadLetterCallback | None = None,
         shutdown_grace: float = 30.0,
         fetch_timeout: float = 2.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -140,6 +186,7 @@ class Worker:
         self.on_dead = on_dead
         self.shutdown_grace = shutdown_grace
         self.fetch_timeout = fetch_timeout
+        self.retry = retry or RetryPolicy.from_settings()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -310,49 +357,99 @@ class Worker:
 
     async def _run_handler(self, ctx: JobContext, msg: Msg, span: trace.Span) -> str:
         last = ctx.num_delivered >= self.max_deliver
-        try:
-            await self.handler(ctx)
-        except asyncio.CancelledError:
-            # Stopped mid-job: give it back at once so another replica picks it up.
-            span.set_status(trace.Status(trace.StatusCode.ERROR, "cancelled at shutdown"))
-            await _quietly(msg.nak())
-            return "cancelled"
-        except PermanentError as err:
-            span.record_exception(err)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)))
-            await self._dead_letter(ctx, msg, f"permanent: {err}")
-            return "dead_letter"
-        except RetryableError as err:
-            span.record_exception(err)
-            if last:
-                await self._dead_letter(ctx, msg, self._exhausted(ctx, err))
+        down_since = 0.0
+        while True:
+            try:
+                await self.handler(ctx)
+            except asyncio.CancelledError:
+                # Stopped mid-job: give it back at once so another replica picks it up.
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "cancelled at shutdown"))
+                await _quietly(msg.nak())
+                return "cancelled"
+            except PermanentError as err:
+                span.record_exception(err)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)))
+                await self._dead_letter(ctx, msg, with_cause(CAUSE_PERMANENT, str(err)))
                 return "dead_letter"
+            except Exception as err:
+                span.record_exception(err)
+                if not dependency_down(err):
+                    return await self._failed(ctx, msg, span, err, last)
+                if not ctx.outage_retries:
+                    down_since = time.monotonic()
+                outcome = await self._wait_out_outage(ctx, msg, err, down_since)
+                if outcome is not None:
+                    return outcome
+                continue
+            await self._ack(msg, ctx)
+            return "ok"
+
+    async def _failed(
+        self, ctx: JobContext, msg: Msg, span: trace.Span, err: Exception, last: bool
+    ) -> str:
+        if last:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, repr(err)))
+            await self._dead_letter(ctx, msg, self._exhausted(ctx, err))
+            return "dead_letter"
+        if isinstance(err, RetryableError):
             await _quietly(msg.nak(delay=err.delay or None))
             return "retry"
-        except Exception as err:
-            span.record_exception(err)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, repr(err)))
-            if last:
-                await self._dead_letter(ctx, msg, self._exhausted(ctx, err))
-                return "dead_letter"
-            log.warning(
-                "%s seq %d delivery %d failed: %r",
-                ctx.subject,
-                ctx.stream_seq,
-                ctx.num_delivered,
-                err,
+        span.set_status(trace.Status(trace.StatusCode.ERROR, repr(err)))
+        log.warning(
+            "%s seq %d delivery %d failed: %r",
+            ctx.subject,
+            ctx.stream_seq,
+            ctx.num_delivered,
+            err,
+        )
+        await _quietly(msg.nak(delay=self._backoff_for(ctx.num_delivered)))
+        return "retry"
+
+    async def _wait_out_outage(
+        self, ctx: JobContext, msg: Msg, err: BaseException, down_since: float
+    ) -> str | None:
+        """Back off before the next try; an outcome when there is none (budget spent or
+        the worker stopping), None to try again."""
+        ctx.outage_retries += 1
+        down_s = time.monotonic() - down_since
+        what = what_is_down(err)
+        if down_s >= self.retry.budget_s:
+            reason = with_cause(
+                CAUSE_DEPENDENCY,
+                f"{what} unavailable for {down_s:.0f}s ({ctx.outage_retries} tries,"
+                f" budget {self.retry.budget_s:g}s); last: {err!r}",
             )
-            await _quietly(msg.nak(delay=self._backoff_for(ctx.num_delivered)))
-            return "retry"
-        await self._ack(msg, ctx)
-        return "ok"
+            await self._dead_letter(ctx, msg, reason)
+            return "dead_letter"
+        delay = min(self.retry.delay(ctx.outage_retries), self.retry.budget_s - down_s)
+        log.warning(
+            "%s seq %d: %s unavailable; trying again in %.1fs (try %d, down %.0fs of %gs): %r",
+            ctx.subject,
+            ctx.stream_seq,
+            what,
+            delay,
+            ctx.outage_retries,
+            down_s,
+            self.retry.budget_s,
+            err,
+        )
+        metrics.JOB_RETRIES.labels(self.durable, self.subject, "dependency").inc()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        if self._stopping.is_set():
+            await _quietly(msg.nak())  # another replica (or this one, restarted) takes it
+            return "cancelled"
+        return None
 
     def _exhausted(self, ctx: JobContext, err: BaseException) -> str:
-        return f"failed {ctx.num_delivered} deliveries (max {self.max_deliver}); last: {err!r}"
+        return with_cause(
+            CAUSE_EXHAUSTED,
+            f"failed {ctx.num_delivered} deliveries (max {self.max_deliver}); last: {err!r}",
+        )
 
     def _backoff_for(self, delivered: int) -> float | None:
         if not self.backoff:
-            return None
+            return self.retry.delay(delivered)
         return self.backoff[min(delivered - 1, len(self.backoff) - 1)] or None
 
     async def _keep_alive(self, msg: Msg) -> None:

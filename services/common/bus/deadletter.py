@@ -18,6 +18,10 @@ Only the party whose delete of the original succeeds calls `on_dead`, so the ord
 once in the normal case; `on_dead` must still be idempotent (a crash between delete and
 callback leaves it to the reconciler, which re-queues or fails orders whose job vanished).
 
+Every reason starts with its cause (`<cause>: ...`, see `CAUSES`), so an operator can count
+dead letters by cause (`python -m services.common.bus.deadletters list`) and the order
+that a dead letter belongs to can be found from its payload (`order_of`).
+
 Advisories are not stored: if no mover for that durable is connected at the moment the
 limit is hit (every replica down at once), the advisory is lost and the message stays in
 JOBS, counted neither as pending nor as ack-pending. Every worker runs a mover for its own
@@ -28,27 +32,69 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import nats.errors
 import nats.js.errors
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.subscription import Subscription
 from nats.js import api
 
 from headshots.v1 import jobs_pb2
+from services.common.bus.ids import DEADLETTER_STREAM
 
 if TYPE_CHECKING:
     from services.common.bus.client import Bus
 
 log = logging.getLogger(__name__)
 
-DEADLETTER_STREAM = "DEADLETTER"
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
 
 DeadLetterCallback = Callable[[jobs_pb2.DeadLetter], Awaitable[None]]
+
+# Why a job was dead-lettered: the first word of every reason.
+CAUSE_PERMANENT = "permanent"  # the handler said retrying cannot help
+CAUSE_EXHAUSTED = "retries"  # failed on every one of its deliveries
+CAUSE_CRASHED = "crashed"  # never acknowledged: the worker died or hung on each delivery
+CAUSE_DEPENDENCY = "dependency"  # a dependency stayed down past the retry budget
+CAUSES = (CAUSE_PERMANENT, CAUSE_EXHAUSTED, CAUSE_CRASHED, CAUSE_DEPENDENCY)
+
+
+def with_cause(cause: str, text: str) -> str:
+    return f"{cause}: {text}"
+
+
+def cause_of(reason: str) -> str:
+    head, sep, _ = reason.partition(":")
+    return head if sep and head in CAUSES else "unknown"
+
+
+# Payload types by subject, to find the order a dead letter belongs to.
+_PAYLOADS: dict[str, type[Message]] = {
+    "jobs.train": jobs_pb2.TrainJob,
+    "jobs.generate": jobs_pb2.GenerateJob,
+    "jobs.filter": jobs_pb2.FilterJob,
+}
+
+
+def order_of(dead: jobs_pb2.DeadLetter) -> tuple[str, str] | None:
+    """(tenant id, order id) of a dead job or event; None when the payload does not say."""
+    cls = _PAYLOADS.get(dead.subject)
+    if cls is None and dead.subject.startswith("events."):
+        cls = jobs_pb2.OrderEvent
+    if cls is None:
+        return None
+    msg = cls()
+    try:
+        msg.ParseFromString(dead.payload)
+    except Exception:
+        return None
+    order_id = str(getattr(msg, "order_id", ""))
+    return (str(getattr(msg, "tenant_id", "")), order_id) if order_id else None
+
 
 # Headers that belong to the original publish, not to the dead letter.
 _DROP_HEADERS = ("Nats-Msg-Id", "Nats-Expected-Stream", "Nats-TTL")
@@ -176,7 +222,9 @@ class DeadLetterMover:
             subject=original.subject or "",
             payload=original.data or b"",
             deliveries=deliveries,
-            reason=f"no ack after {deliveries} deliveries (handler crashed or hung)",
+            reason=with_cause(
+                CAUSE_CRASHED, f"no ack after {deliveries} deliveries (handler crashed or hung)"
+            ),
         )
         await publish_dead_letter(self.bus, dead, original.headers)
         won = await delete_original(self.bus, self.stream, seq) if self.delete_original else True
@@ -188,16 +236,28 @@ class DeadLetterMover:
 
 async def list_dead_letters(bus: Bus, kind: str | None = None) -> list[jobs_pb2.DeadLetter]:
     """All dead letters (optionally of one job kind, e.g. "train"), oldest first."""
-    subject = f"dead.jobs.{kind}" if kind else "dead.>"
-    found: list[jobs_pb2.DeadLetter] = []
+    return [dead async for _, dead in iter_dead_letters(bus, kind)]
+
+
+async def iter_dead_letters(
+    bus: Bus, kind: str | None = None, subject: str | None = None
+) -> AsyncIterator[tuple[int, jobs_pb2.DeadLetter]]:
+    """(DEADLETTER sequence, dead letter), oldest first; `kind` is a job kind ("train"),
+    `subject` a DEADLETTER subject filter (e.g. "dead.events.>")."""
+    subject = subject or (f"dead.jobs.{kind}" if kind else "dead.>")
     seq = 1
     while True:
         try:
             raw = await bus.js.get_msg(DEADLETTER_STREAM, seq=seq, subject=subject, next=True)
         except nats.js.errors.NotFoundError:
-            return found
+            return
         dead = jobs_pb2.DeadLetter()
         dead.ParseFromString(raw.data or b"")
-        found.append(dead)
         assert raw.seq is not None
+        yield raw.seq, dead
         seq = raw.seq + 1
+
+
+async def remove_dead_letter(bus: Bus, seq: int) -> bool:
+    """Delete one dead letter by its DEADLETTER sequence; False when already gone."""
+    return await delete_original(bus, DEADLETTER_STREAM, seq)

@@ -10,7 +10,12 @@ gives every worker the same answers to the same situations:
    abandoned and nothing more is written.
 4. The job used up its deliveries (dead letter): a FAILED event with the dead letter's reason,
    so the order reaches a terminal state that says what happened.
-5. A redelivery after a crash is logged as a WARNING, so a killed worker is visible.
+5. A redelivery after a crash is logged as a WARNING, so a killed worker is visible; a retry
+   this process handed back during a dependency outage is logged at INFO (the consumer
+   already warned about the outage).
+6. A re-queued job (the reconciler's attempt `n`, id `<job>:a<n>`) is the same job: logs and
+   events carry the base job id, and the work itself is idempotent by order and round, so
+   an original and its re-queue both arriving produce one set of outputs and events.
 
 Events are built by `event(...)` with ids from `services.common.bus.ids`, the one home of the
 id scheme.
@@ -27,9 +32,10 @@ from google.protobuf.message import Message
 from headshots.v1 import jobs_pb2
 from services.common.bus import ids
 from services.common.bus.client import Bus
-from services.common.bus.consumer import JobContext, PermanentError, Worker
+from services.common.bus.consumer import JobContext, PermanentError, RetryPolicy, Worker
 from services.common.bus.erasure import ErasedOrders
 from services.common.keys.keyring import KeyDestroyed
+from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,10 @@ class JobHandler(Generic[J]):
     # ---- the consumer
 
     def consumer(self, *, ack_wait: float, max_deliver: int, **options: Any) -> Worker:
+        # Outage retries follow the worker's own settings (HS_RETRY_*) when it has them.
+        settings = getattr(self, "settings", None)
+        if "retry" not in options and isinstance(settings, ServiceSettings):
+            options["retry"] = RetryPolicy.from_settings(settings)
         return Worker(
             self.bus,
             self.STAGE.subject,
@@ -92,12 +102,22 @@ class JobHandler(Generic[J]):
 
     async def handle(self, ctx: JobContext) -> None:
         job: J = ctx.parse(self.JOB)  # type: ignore[assignment]
-        fields = {"job": getattr(job, "job_id", ""), "delivery": ctx.num_delivered}
+        job_id = str(getattr(job, "job_id", ""))
+        fields = {
+            "job": ids.base_job_id(job_id),
+            "attempt": ids.attempt_of(job_id),
+            "delivery": ctx.num_delivered,
+        }
         if self.is_erased(job):
             log.info("order erased; dropping %s job", self.STAGE.name, extra={"fields": fields})
             return
-        if ctx.num_delivered > 1:
-            log.warning("job redelivered (a worker died or timed out)", extra={"fields": fields})
+        if ctx.num_delivered > 1 and ctx.outage_retries == 0:
+            # Not a retry this process handed back: another worker died, hung or failed it.
+            log.warning(
+                "job redelivered (a worker died, timed out or failed it)", extra={"fields": fields}
+            )
+        elif ctx.num_delivered > 1:
+            log.info("job retried after a dependency outage", extra={"fields": fields})
         try:
             await self.run(job, ctx)
         except JobRefused as err:
@@ -130,7 +150,8 @@ class JobHandler(Generic[J]):
             order_id=order_id,
             stage=self.STAGE.stage,  # type: ignore[arg-type]
             kind=kind,  # type: ignore[arg-type]
-            job_id=getattr(job, "job_id", ""),
+            # The base id: a re-queued attempt reports on the same job as the original.
+            job_id=ids.base_job_id(getattr(job, "job_id", "")),
             **{**self.event_fields(job), **fields},
         )
         event.time.GetCurrentTime()

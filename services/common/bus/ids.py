@@ -55,6 +55,12 @@ def base_job_id(msg_id: str) -> str:
     return head if sep and tail.isdigit() else msg_id
 
 
+def attempt_of(msg_id: str) -> int:
+    """The re-queue attempt in a job id (0 for the original)."""
+    _head, sep, tail = msg_id.rpartition(":a")
+    return int(tail) if sep and tail.isdigit() else 0
+
+
 # ---- event ids: one per fact, so a fact published twice is stored once ----
 
 

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from services.common import metrics
 from services.common.grpc.errors import ApiError, internal
+from services.common.outages import dependency_down, what_is_down
 from services.common.settings import ServiceSettings
 from services.common.telemetry import setup_telemetry
 
@@ -69,6 +70,20 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, method, self._service)
 
 
+# How long a client should wait before retrying a call that met an outage.
+OUTAGE_RETRY_AFTER_S = 2.0
+
+
+def dependency_unavailable(what: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"the service's {what} is unavailable; retry shortly",
+        reason="DEPENDENCY_UNAVAILABLE",
+        metadata={"dependency": what},
+        retry_after_s=OUTAGE_RETRY_AFTER_S,
+    )
+
+
 def _wrap_handler(
     handler: grpc.RpcMethodHandler, method: str, service: str
 ) -> grpc.RpcMethodHandler:
@@ -86,12 +101,18 @@ def _wrap_handler(
         )
 
     async def on_error(exc: BaseException, context: grpc.aio.ServicerContext) -> str:
+        if isinstance(exc, asyncio.CancelledError):
+            raise exc
+        if not isinstance(exc, ApiError) and dependency_down(exc):
+            # A dependency (PostgreSQL, NATS, blob store) is down: the same call will work
+            # later, so say UNAVAILABLE with a retry hint rather than INTERNAL.
+            what = what_is_down(exc)
+            log.warning("%s: %s unavailable: %r", method, what, exc)
+            exc = dependency_unavailable(what)
         if isinstance(exc, ApiError):
             from grpc_status import rpc_status
 
             await context.abort_with_status(rpc_status.to_status(exc.to_status()))
-        if isinstance(exc, asyncio.CancelledError):
-            raise exc
         log.exception("unhandled error in %s", method)
         from grpc_status import rpc_status
 
@@ -317,7 +338,9 @@ class ServiceHost:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         if self.settings.metrics_port >= 0:
-            self.metrics_port = metrics.start_metrics_server(self.settings.metrics_port)
+            self.metrics_port = metrics.start_metrics_server(
+                self.settings.metrics_port, self.settings.metrics_host
+            )
         for hook in self._startup_hooks:
             await hook()
         for factory in self._background:
