@@ -1,8 +1,11 @@
 """The embedded stack: PostgreSQL, nats-server and the five services as processes.
 
 `python -m devstack.stack` starts everything on this machine (free ports, a run folder
-under var/stack/), waits for every health check, prints where things are, and stops it
-all cleanly on Ctrl-C or SIGTERM. `make demo` and the e2e tests use `Stack` directly.
+under var/stack/), waits for every health check, prints where things are, and supervises
+the services the way the kubelet does in a cluster: a service that exits is restarted after
+a backoff (1 s, doubling to 30 s), with a line saying so; the stack stops on Ctrl-C or
+SIGTERM, or when one service crashed more than 5 times in 2 minutes. `make demo` and the
+e2e tests use `Stack` directly (`stack.supervise()` turns the same supervision on).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -53,6 +59,7 @@ class Stack:
     http_port: int = 0
     database_url: str = ""
     master_key: str = ""
+    supervisor: Supervisor | None = None
 
     def start(self, timeout: float = 120.0) -> Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +164,15 @@ class Stack:
             sp.proc.wait()
             return -9
 
+    def supervise(self, **options: object) -> Supervisor:
+        """Restart services that exit, from a background thread, until `stop()`."""
+        self.supervisor = Supervisor(self, **options)  # type: ignore[arg-type]
+        self.supervisor.start_thread()
+        return self.supervisor
+
     def stop(self) -> dict[str, int]:
+        if self.supervisor is not None:
+            self.supervisor.stop_thread()
         codes: dict[str, int] = {}
         # Gateway first (no new orders), workers next, storage last.
         for name in reversed(list(self.procs)):
@@ -194,6 +209,97 @@ class Stack:
         (self.run_dir / "stack.json").write_text(json.dumps(self.manifest(), indent=2))
 
 
+class GaveUp(RuntimeError):
+    """A service crashed too often to keep restarting it."""
+
+
+@dataclass
+class Supervisor:
+    """Restarts the stack's services when they exit: backoff `first_backoff_s`, doubling up
+    to `max_backoff_s`; gives up (`GaveUp`) when one crashes more than `max_crashes` times
+    within `window_s`. Every exit, restart and recovery is logged (stderr and
+    `<run dir>/supervisor.log`)."""
+
+    stack: Stack
+    first_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    max_crashes: int = 5
+    window_s: float = 120.0
+    say: Callable[[str], None] | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    _crashes: dict[str, list[float]] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
+    _starting: set[str] = field(default_factory=set)
+    _halt: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    gave_up: GaveUp | None = None
+
+    def log(self, text: str) -> None:
+        line = f"{datetime.now(UTC).isoformat(timespec='milliseconds')} supervisor: {text}"
+        self.lines.append(line)
+        with (self.stack.run_dir / "supervisor.log").open("a") as f:
+            f.write(line + "\n")
+        (self.say or (lambda t: print(t, file=sys.stderr, flush=True)))(line)
+
+    def check(self) -> None:
+        """One pass: notice exits, restart the services whose backoff is over, report the
+        restarted ones that serve again. Raises `GaveUp`."""
+        now = time.monotonic()
+        for name, sp in self.stack.procs.items():
+            if name in self._due:
+                if now < self._due[name]:
+                    continue
+                del self._due[name]
+                self.stack.start_service(name)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._starting.add(name)
+                pid = sp.proc.pid if sp.proc else "?"
+                self.log(f"{name} restarted (pid {pid}, restart {self.restarts[name]})")
+            if sp.proc is None:
+                continue
+            code = sp.proc.poll()
+            if code is None:
+                if name in self._starting and health_status(sp.addr) == SERVING:
+                    self._starting.discard(name)
+                    self.log(f"{name} is serving again")
+                continue
+            self._starting.discard(name)
+            recent = [t for t in self._crashes.get(name, []) if now - t < self.window_s]
+            recent.append(now)
+            self._crashes[name] = recent
+            if len(recent) > self.max_crashes:
+                self.log(f"{name} exited with {code}, {len(recent)} times in {self.window_s:g}s")
+                raise GaveUp(f"{name} crashed {len(recent)} times in {self.window_s:g}s")
+            delay = min(self.max_backoff_s, self.first_backoff_s * 2 ** (len(recent) - 1))
+            self.log(
+                f"{name} exited with {code}; restarting in {delay:g}s"
+                f" (exit {len(recent)} in {self.window_s:g}s); log: {sp.log_path}"
+            )
+            self._due[name] = now + delay
+            sp.proc = None
+
+    def start_thread(self, interval_s: float = 0.2) -> None:
+        def loop() -> None:
+            while not self._halt.wait(interval_s):
+                try:
+                    self.check()
+                except GaveUp as err:
+                    self.gave_up = err
+                    return
+
+        self._thread = threading.Thread(target=loop, name="stack-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop_thread(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
 def health_status(addr: str, service: str = "") -> int | None:
     try:
         with grpc.insecure_channel(addr) as ch:
@@ -218,6 +324,7 @@ def main() -> None:
     ns = parser.parse_args()
     stack = Stack(ns.run_dir)
     stopping = False
+    failed = False
 
     def request_stop(*_: object) -> None:
         nonlocal stopping
@@ -229,15 +336,19 @@ def main() -> None:
         stack.start()
         print(json.dumps(stack.manifest(), indent=2), flush=True)
         print(f"stack ready in {stack.started_s:.1f}s; Ctrl-C stops everything", flush=True)
+        supervisor = Supervisor(stack)
         while not stopping:
             time.sleep(0.2)
-            for name, sp in stack.procs.items():
-                if sp.proc is not None and sp.proc.poll() is not None:
-                    print(f"{name} exited with {sp.proc.returncode}; stopping", file=sys.stderr)
-                    stopping = True
+            try:
+                supervisor.check()
+            except GaveUp as err:
+                print(f"{err}; stopping", file=sys.stderr, flush=True)
+                failed = stopping = True
     finally:
         codes = stack.stop()
         print(f"stopped: {codes}", flush=True)
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
