@@ -12,6 +12,7 @@ import pytest
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import jobs_pb2
+from services.common.bus import ids
 from services.common.bus.ids import JOBS_STREAM
 from services.gateway.orchestrator import DURABLE
 from services.gateway.orders import TRANSITIONS
@@ -137,8 +138,11 @@ async def test_lost_train_job_is_requeued_and_the_order_completes(gw: GatewayUnd
             last = update.order
     assert last.state == pb.ORDER_STATE_READY, last.failure_reason
     assert any("train job went missing; re-queued (1)" in d for d in details)
+    # Processed exactly once, as attempt 1: a new message id (the lost one's is still inside
+    # JetStream's duplicate window, which would drop a re-publish under the same id).
     mine = [j for j in workers.train_jobs if j.order_id == order_id]
-    assert len(mine) == 1 and mine[0].job_id == f"{order_id}:train"
+    assert len(mine) == 1 and mine[0].job_id == ids.train_job_id(order_id, 1)
+    assert ids.base_job_id(mine[0].job_id) == ids.train_job_id(order_id)
     assert len(mine[0].photo_keys) == 8
     results = await gw.api().ListResults(
         pb.ListResultsRequest(parent=order.name), metadata=md(secret)
