@@ -202,37 +202,39 @@ class Reconciler:
         except nats.js.errors.NotFoundError:
             return {}
         left = dict.fromkeys((*CAUSES, "unknown"), 0)
+        found = []
         if info.state.messages:
-            async for seq, dead in iter_dead_letters(self.bus):
-                cause = cause_of(dead.reason)
-                owner = order_of(dead)
-                state = await self._order_state(owner[1]) if owner else None
-                if owner and (state is None or state in _CLEARS_DEAD):
-                    if await remove_dead_letter(self.bus, seq):
-                        metrics.DEAD_LETTERS_CLEARED.labels(cause).inc()
-                        log.info(
-                            "dead letter cleared",
-                            extra={
-                                "fields": {
-                                    "order": owner[1],
-                                    "order_state": state or "gone",
-                                    "subject": dead.subject,
-                                    "cause": cause,
-                                }
-                            },
-                        )
-                    continue
-                left[cause] += 1
+            found = [(seq, d, order_of(d)) async for seq, d in iter_dead_letters(self.bus)]
+        states = await self._order_states({o[1] for _, _, o in found if o})
+        for seq, dead, owner in found:
+            cause = cause_of(dead.reason)
+            state = states.get(owner[1]) if owner else None
+            if owner and (state is None or state in _CLEARS_DEAD):
+                if await remove_dead_letter(self.bus, seq):
+                    metrics.DEAD_LETTERS_CLEARED.labels(cause).inc()
+                    fields = {
+                        "order": owner[1],
+                        "order_state": state or "gone",
+                        "subject": dead.subject,
+                        "cause": cause,
+                    }
+                    log.info("dead letter cleared", extra={"fields": fields})
+                continue
+            left[cause] += 1
         for cause, n in left.items():
             metrics.DEAD_LETTERS_WAITING.labels(cause).set(n)
         return left
 
-    async def _order_state(self, order_id: str) -> str | None:
+    async def _order_states(self, order_ids: set[str]) -> dict[str, str]:
+        if not order_ids:
+            return {}
         async with self.engine.connect() as conn:
-            state = (
-                await conn.execute(sa.select(orders.c.state).where(orders.c.order_id == order_id))
-            ).scalar_one_or_none()
-        return None if state is None else str(state)
+            rows = await conn.execute(
+                sa.select(orders.c.order_id, orders.c.state).where(
+                    orders.c.order_id.in_(sorted(order_ids))
+                )
+            )
+            return {r.order_id: str(r.state) for r in rows}
 
     async def _fail(self, order_id: str, reason: str) -> bool:
         for _ in range(5):
