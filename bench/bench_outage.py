@@ -48,7 +48,7 @@ from tests.e2e.harness import (  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 OUT = RESULTS / "outage.json"
-WITHIN_S = 600.0
+WITHIN_S = 1800.0
 
 
 def mid_work(event: jobs_pb2.OrderEvent) -> bool:
@@ -108,9 +108,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="current")
     parser.add_argument("--outage", type=float, default=10.0)
+    parser.add_argument("--run-dir", type=Path, help="keep the stack's folder (logs) here")
     ns = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-outage-") as tmp:
-        stack = make_stack(Path(tmp))
+        stack = make_stack(ns.run_dir or Path(tmp))
         try:
             stack.start(timeout=300)
             normal = asyncio.run(one_order(stack, 0.0))

@@ -27,6 +27,7 @@ ORDER = [
     "bench_hostile",
     "bench_e2e",
 ]
+ORDER += ["bench_outage"]  # an order under a 10 s PostgreSQL outage, after the undisturbed one
 
 
 def scripts(only: list[str] | None) -> list[Path]:
