@@ -1,9 +1,10 @@
-"""Dependency outages with real servers: a job waits out a PostgreSQL outage inside its
-delivery (no delivery spent, no dead letter) and is dead-lettered with cause "dependency"
-only past its time budget; the gateway answers UNAVAILABLE with a retry hint while
-PostgreSQL is stopped and recovers by itself; dead letters are reconciled with their orders
-and the operator's CLI counts, replays and purges them; a consumer with work and no live
-worker is reported and recovers."""
+"""Dependency outages and dead workers, with real servers: a job waits out a PostgreSQL
+outage inside its delivery (no delivery spent, no dead letter) and is dead-lettered with
+cause "dependency" only past its time budget; the gateway answers UNAVAILABLE with a retry
+hint while PostgreSQL is stopped and recovers by itself; dead letters are reconciled with
+their orders and the operator's CLI counts, replays and purges them; a consumer with work
+and no live worker is reported and recovers; the job of a worker that died is redelivered
+with a WARNING."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from services.common.bus.deadletter import (
     list_dead_letters,
     publish_dead_letter,
 )
+from services.common.bus.handler import JobHandler, Stage
 from services.common.bus.liveness import ConsumerWatch
 from services.common.db.engine import create_engine
 from services.gateway.tables import orders
@@ -304,3 +306,39 @@ async def test_consumer_with_work_and_no_worker_is_reported_stalled(bus: Bus) ->
                 await asyncio.sleep(0.2)
         assert stalled._value.get() == 0
         assert (await watch.check())[0].work == 0
+
+
+class RecordingTrainer(JobHandler[jobs_pb2.TrainJob]):
+    STAGE = Stage("training", pb.STAGE_TRAINING, ids.TRAIN, "trainer")
+    JOB = jobs_pb2.TrainJob
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.ran: list[tuple[str, int]] = []
+
+    async def run(self, job: jobs_pb2.TrainJob, ctx: JobContext) -> None:
+        self.ran.append((job.job_id, ctx.num_delivered))
+
+
+async def test_a_job_of_a_killed_worker_is_redelivered_with_a_warning(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    trainer = RecordingTrainer(bus)
+    worker = trainer.consumer(ack_wait=1, max_deliver=3)
+    await worker.ensure_consumer()
+    job = train_job("o6")
+    await bus.publish(ids.TRAIN, job, msg_id=job.job_id)
+    # A worker that takes the job and dies: nothing ever answers for this delivery.
+    dead = await bus.js.pull_subscribe_bind("trainer", stream=ids.JOBS_STREAM)
+    [taken] = await dead.fetch(1, timeout=5)
+    assert taken.metadata.num_delivered == 1
+    await dead.unsubscribe()
+    with caplog.at_level("WARNING", logger="services.common.bus.handler"):
+        async with running(worker):
+            async with asyncio.timeout(20):
+                while not trainer.ran:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+    assert trainer.ran == [(job.job_id, 2)]
+    warned = [r for r in caplog.records if "redelivered" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert warned[0].fields == {"job": job.job_id, "attempt": 0, "delivery": 2}  # type: ignore[attr-defined]
