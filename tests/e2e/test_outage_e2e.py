@@ -97,6 +97,9 @@ def mid_work(event: jobs_pb2.OrderEvent) -> bool:
     return event.total > 0 and 0 < event.done < event.total
 
 
+# One whole order with a restart and an outage in it: past the suite's 10-minute default
+# on a shared 2-core machine.
+@pytest.mark.timeout(3000)
 async def test_killed_worker_and_database_outage_are_ridden_out(
     outage_stack: Stack, obama_photos: list[Path]
 ) -> None:
