@@ -6,7 +6,8 @@
    runs;
 2. PostgreSQL is stopped for 10 s in the middle of generation: GetOrder answers UNAVAILABLE
    meanwhile, the order moves again within the retry backoff's cap after PostgreSQL is
-   back (well before the reconciler's stuck timer), and reaches READY with no dead letter
+   back (well before the reconciler's stuck timer), and runs to its end (READY, or the
+   filter's NOTHING_PASSED verdict on the tiny model's faceless images) with no dead letter
    and no re-queue.
 
 One order for both (an order is the expensive part on 2 cores).
@@ -163,7 +164,12 @@ async def test_killed_worker_and_database_outage_are_ridden_out(
                 pytest.fail(f"the order did not move after the outage\n{logs(stack)}")
             await asyncio.sleep(0.5)
         final = await client.watch(order.name, within_s=PROGRESS_TIMEOUT_S)
-    assert final.state == pb.ORDER_STATE_READY, describe(final) + "\n" + logs(stack)
+    # Every stage ran to its end: READY, or (the tiny model draws no faces) the quality
+    # verdict NOTHING_PASSED, which only the last stage gives. Not a failure of the outage.
+    completed = final.state == pb.ORDER_STATE_READY or (
+        final.state == pb.ORDER_STATE_FAILED and final.failure_reason.startswith("NOTHING_PASSED")
+    )
+    assert completed, describe(final) + "\n" + logs(stack)
     assert "re-queued" not in final.progress.detail, describe(final)
     dead = await dead_letters(stack, order.name)
     assert not dead, [(d.subject, d.reason) for d in dead]
