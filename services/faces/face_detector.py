@@ -170,6 +170,30 @@ class FaceDetector:
                         found[i].append((raw, float(score), (pts - np.array([tx, ty])) / s))
         return [self._faces(images[i], found[i]) for i in range(len(images))]
 
+    def refine(self, image: np.ndarray, face: Face, size: int = 256) -> np.ndarray:
+        """The face's five landmarks measured again on a crop at a fixed scale.
+
+        On a large photo the detector sees the face shrunk 2-4x, and its stride-4 maps put
+        landmarks 10-18 px apart between a photo and a re-crop of it (8-14 % of the eye
+        distance). Detected again in a crop twice the face's size at `size` px, they move
+        by about half that, whatever the photo's size or framing: the aligned chip, and so
+        the descriptor and the duplicate check, depend on the face, not on the frame.
+        Returns the original landmarks when the crop shows no face.
+        """
+        cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+        s = size / (2.0 * max(face.width, face.height, 1.0))
+        m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]])
+        crop = warp_affine(image, m, size, size).astype(np.float32).transpose(2, 0, 1)[None]
+        heat, scale, offset, lms = self.session.run(None, {self._input: crop})
+        boxes, _, points = decode(
+            heat[0], scale[0], offset[0], lms[0], self.threshold, self.iou_threshold
+        )
+        if not len(boxes):
+            return face.landmarks
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        k = int(np.argmin(np.linalg.norm(centres - size / 2, axis=1)))
+        return ((points[k] - m[:, 2]) / s).astype(np.float32)
+
     def _faces(
         self, image: np.ndarray, found: list[tuple[np.ndarray, float, np.ndarray]]
     ) -> list[Face]:

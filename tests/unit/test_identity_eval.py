@@ -14,12 +14,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench import identity_eval as ev
 from services.faces.duplicates import load_duplicate_thresholds
 from services.faces.identity import load_identity_thresholds
 from services.filter.analysis import SelfieAnalyzer
 from tests.support.face_stack import built_models
+
+# ~200 photos through the whole per-photo path (about 20 s on 2 free cores); the limit is for
+# a loaded machine.
+pytestmark = pytest.mark.timeout(1800)
 
 
 @lru_cache(maxsize=1)
