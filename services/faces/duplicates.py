@@ -121,11 +121,25 @@ def near_duplicates(
     return pairs
 
 
+def duplicate_of(pairs: list[DuplicatePair]) -> dict[int, int]:
+    """Each photo to drop -> the photo of its group that stays: copies linked directly or
+    through other copies form one group, and the group keeps its first photo."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    for p in pairs:
+        a, b = root(p.first), root(p.second)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    members = {i for p in pairs for i in (p.first, p.second)}
+    return {i: root(i) for i in sorted(members) if root(i) != i}
+
+
 def duplicates_to_drop(pairs: list[DuplicatePair]) -> list[int]:
-    """Indices to report as "a near-duplicate of an earlier photo": the later of each pair,
-    except where the earlier one is itself already dropped (a chain keeps its first)."""
-    dropped: set[int] = set()
-    for p in sorted(pairs, key=lambda p: (p.first, p.second)):
-        if p.first not in dropped:
-            dropped.add(p.second)
-    return sorted(dropped)
+    """Indices to report as "a near-duplicate of an earlier photo": all but the first photo
+    of each group of copies."""
+    return sorted(duplicate_of(pairs))
