@@ -2,20 +2,22 @@
 
 The descriptor (models/face_stack/descriptor.py) maps an aligned 150x150 chip
 (services/faces/identity_align.py) to 128 numbers; two chips of one person lie within
-euclidean distance ~0.6 of each other (dlib's published operating point; our fixture
-calibration is in bench/results/identity_calibration.json). Every number used here comes
-from the `identity:` section of thresholds.yaml.
+euclidean distance ~0.6 of each other (dlib's published operating point). Every number
+used here comes from the `identity:` section of thresholds.yaml, calibrated with
+`python -m bench.bench_identity` on the labelled set in tests/fixtures/identity.
 
-Likeness mapping (0..1, for people and for ranking), d = distance to the person's centre
-(`identity_centre` of the selfies):
+Who a set of selfies shows is decided by pairwise agreement (`consensus`): the largest
+group of photos that all match each other is the person; each photo is then judged by its
+distance to the mean of that group's other photos, against a limit derived from the one
+pairwise limit (`centre_limit`), and that distance is what is reported.
+
+Likeness mapping (0..1, for people and for ranking), d = distance to the person's centre:
 
     likeness(d) = 1 / (1 + exp((d - m) / s))
 
-with m = `likeness_midpoint` (= the different-person centre threshold, so likeness 0.5
-means "on the fence") and s = `likeness_softness`. With m = 0.51, s = 0.05: d 0.30 -> 0.99,
-0.34 (fixture genuine median) -> 0.97, 0.47 (worst genuine) -> 0.69, 0.51 -> 0.5,
-0.55 (nearest impostor) -> 0.31, 0.70 -> 0.02. It is monotone, so ranking by likeness is
-ranking by distance, and it saturates where the descriptor stops being informative.
+with m = `likeness_midpoint` and s = `likeness_softness`. It is monotone, so ranking by
+likeness is ranking by distance, and it saturates where the descriptor stops being
+informative.
 """
 
 from __future__ import annotations
@@ -191,64 +193,157 @@ def distance_to_centre(embeddings: np.ndarray, centre: np.ndarray) -> np.ndarray
 # ---------------------------------------------------------------------------- consensus
 
 
-def identity_centre(embeddings: np.ndarray, keep: float = 0.7, iterations: int = 5) -> np.ndarray:
-    """Robust centre of one person's descriptors: a trimmed mean seeded at the medoid.
+def centre_limit(pair_limit: float, k: int) -> float:
+    """The distance limit to the mean of `k` genuine descriptors that matches `pair_limit`.
 
-    Start at the medoid (the photo with the smallest total distance to the others, which a
-    minority of outliers cannot move); then repeat: keep the `keep` share of photos closest
-    to the centre (at least 2, or all when there are 2 or fewer) and average them. An odd
-    photo of someone else, or a bad crop, is outside the kept share and does not drag the
-    centre; a mean of several genuine photos is a better template than any single one.
+    With a person's descriptors spread around their true centre with variance s^2 per photo,
+    two photos lie sqrt(2) s apart and a photo lies s sqrt(1 + 1/k) from the mean of k
+    others: the same evidence as a pair at distance d is a centre distance of
+    d sqrt((1 + 1/k) / 2). One calibrated pair limit so gives the centre limit for any set
+    size (k = 1: the pair limit itself; k -> inf: the pair limit / sqrt(2)).
+    """
+    k = max(1, int(k))
+    return float(pair_limit * np.sqrt((1.0 + 1.0 / k) / 2.0))
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """Who the photos show, decided by pairwise agreement.
+
+    `members`: the largest group of photos that are pairwise the same person (every pair
+    within the pair limit); `centre`: their mean descriptor; `distances[i]`: photo i's
+    distance to the mean of the members other than itself (so a member is judged exactly as
+    a non-member would be); `limits[i]`: the limit that distance was judged against;
+    `different`: photos over their limit; `consistent`: False when no group of photos is a
+    clear majority (then every photo is in `different`).
+    """
+
+    members: list[int]
+    centre: np.ndarray
+    distances: np.ndarray
+    limits: np.ndarray
+    different: list[int]
+    consistent: bool
+
+
+def _largest_clique(close: np.ndarray, d: np.ndarray, allowed: np.ndarray) -> list[int]:
+    """Largest set of allowed photos all pairwise `close`, grown greedily from every seed.
+
+    Sets are small (8-20 photos) so trying each seed is cheap; among equally large groups
+    the tightest (smallest mean pairwise distance) wins, so the order of photos in the
+    request never changes the answer.
+    """
+    best: list[int] = []
+    best_spread = np.inf
+    idx = [int(i) for i in np.flatnonzero(allowed)]
+    for seed in idx:
+        group = [seed]
+        cands = [j for j in idx if j != seed and close[seed, j]]
+        while cands:
+            # Add the candidate whose worst distance to the group is smallest.
+            worst = [max(d[j, g] for g in group) for j in cands]
+            j = cands[int(np.argmin(worst))]
+            group.append(j)
+            cands = [c for c in cands if c != j and close[c, j]]
+        spread = (
+            float(np.mean([d[a, b] for a in group for b in group if a < b]))
+            if len(group) > 1
+            else 0.0
+        )
+        if len(group) > len(best) or (len(group) == len(best) and spread < best_spread):
+            best, best_spread = sorted(group), spread
+    return best
+
+
+def consensus(
+    embeddings: np.ndarray,
+    *,
+    config: Mapping[str, float] | None = None,
+    eligible: np.ndarray | None = None,
+) -> Consensus:
+    """The person most photos show, and which photos show someone else.
+
+    1. Photos are linked when their descriptors are within `same_person_max_distance`.
+    2. The identity is the largest group of mutually linked photos (among `eligible` ones:
+       full profiles do not vote, their descriptors are the least reliable). One or two
+       impostors cannot sit inside it unless they match every one of its photos.
+    3. The set is consistent when that group holds at least half the voting photos and is
+       larger than any group left outside it; otherwise no person is the majority and every
+       photo is reported.
+    4. Each photo is judged by its distance to the mean of the group's other photos, against
+       `centre_limit(pair limit, size of that mean)`; the distance reported is the one
+       judged.
     """
     e = _as_matrix(embeddings)
     n = len(e)
+    cfg = config or load_identity_thresholds()
+    pair = float(cfg["same_person_max_distance"])
+    allowed = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool).copy()
     if n == 0:
-        raise IdentityError("identity_centre needs at least one embedding")
-    if n <= 2:
-        return e.mean(0).astype(np.float32)
+        z = np.zeros(0)
+        return Consensus([], np.zeros(DIM, np.float32), z, z, [], True)
+    if not allowed.any():
+        allowed[:] = True
     d = pairwise_distances(e)
-    centre = e[int(np.argmin(d.sum(1)))]
-    k = max(2, int(np.ceil(keep * n)))
-    chosen: np.ndarray | None = None
-    for _ in range(iterations):
-        order = np.argsort(np.linalg.norm(e - centre, axis=1), kind="stable")[:k]
-        order.sort()
-        if chosen is not None and np.array_equal(order, chosen):
-            break
-        chosen = order
-        centre = e[chosen].mean(0)
-    return centre.astype(np.float32)
+    close = d <= pair
+    members = _largest_clique(close, d, allowed)
+    voters = int(allowed.sum())
+    rest = allowed.copy()
+    rest[members] = False
+    runner_up = len(_largest_clique(close, d, rest)) if rest.any() else 0
+    consistent = voters <= 1 or (
+        len(members) >= 2 and 2 * len(members) >= voters and len(members) > runner_up
+    )
+    centre = e[members].mean(0)
+    distances = np.zeros(n)
+    limits = np.zeros(n)
+    member_set = set(members)
+    for i in range(n):
+        others = [m for m in members if m != i] if i in member_set else members
+        if not others:  # a lone photo: nothing to compare with
+            distances[i], limits[i] = 0.0, pair
+            continue
+        distances[i] = float(np.linalg.norm(e[i] - e[others].mean(0)))
+        limits[i] = centre_limit(pair, len(others))
+    if consistent:
+        different = [int(i) for i in np.flatnonzero(distances > limits)]
+    else:
+        different = list(range(n))
+    return Consensus(
+        members=members,
+        centre=centre.astype(np.float32),
+        distances=distances,
+        limits=limits,
+        different=different,
+        consistent=consistent,
+    )
+
+
+def identity_centre(
+    embeddings: np.ndarray, config: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """The person's reference descriptor: the mean of the largest mutually consistent group
+    of photos (`consensus`), which a minority of other people's photos cannot move."""
+    e = _as_matrix(embeddings)
+    if len(e) == 0:
+        raise IdentityError("identity_centre needs at least one embedding")
+    return consensus(e, config=config).centre
 
 
 def different_person(
     embeddings: np.ndarray,
-    threshold: float | None = None,
     *,
     config: Mapping[str, float] | None = None,
 ) -> list[int]:
-    """Indices of photos whose face is not the person most of the photos show.
+    """Indices of photos that are not the person most photos show (`consensus`).
 
-    The person is the robust centre of all photos (`identity_centre`); a photo is flagged
-    when its distance to that centre is over `threshold` (default:
-    `identity.different_person_centre_distance`). The centre is a mean of several
-    descriptors, so genuine photos sit closer to it than to each other: the centre
-    threshold is calibrated separately from the pairwise one (see bench/identity_calibration.py).
-    Works while the main person is the majority; with no majority the verdict is the
-    medoid's side, which the caller should word as "these photos do not agree". With two
-    photos there is no majority: both are returned when they are not one person.
+    With two photos there is no majority: both are returned when they are not one person.
+    With no consistent majority every photo is returned.
     """
     e = _as_matrix(embeddings)
     if len(e) < 2:
         return []
-    cfg = config or load_identity_thresholds()
-    if len(e) == 2:
-        # No majority to side with: two faces that are not one person are both reported.
-        apart = euclidean(e[0], e[1])[0] > float(cfg["same_person_max_distance"])
-        return [0, 1] if apart else []
-    t = float(threshold if threshold is not None else cfg["different_person_centre_distance"])
-    centre = identity_centre(e, keep=float(cfg.get("centre_keep_share", 0.7)))
-    dist = distance_to_centre(e, centre)
-    return [int(i) for i in np.flatnonzero(dist > t)]
+    return consensus(e, config=config).different
 
 
 def likeness(distances: np.ndarray, config: Mapping[str, float] | None = None) -> np.ndarray:

@@ -24,16 +24,15 @@ import numpy as np
 from headshots.v1 import internal_pb2
 from headshots.v1.headshots_pb2 import PhotoFinding
 from services.faces.duplicates import (
-    duplicates_to_drop,
+    duplicate_of,
     load_duplicate_thresholds,
     near_duplicates,
 )
 from services.faces.face_stack import FaceStack, SelfieCheck
 from services.faces.identity import (
     IdentityModel,
-    different_person,
+    consensus,
     distance_to_centre,
-    identity_centre,
     load_identity_thresholds,
 )
 from services.faces.identity_align import align_chip
@@ -55,12 +54,19 @@ MESSAGES = {
     "DUPLICATE": "the photo is a near-duplicate of another one in the set",
     "DIFFERENT_PERSON": "the face does not look like the person in the other photos",
     "LOW_VARIETY": "the photos are very alike; vary pose, lighting and background",
+    "TURNED_AWAY": "the head is turned to the side; photos facing the camera or turned "
+    "a little train better",
+    "PROFILE": "the face is seen from the side (a profile); it is kept but not counted "
+    "toward the photos needed: add a photo facing the camera",
+    "NO_CONSISTENT_PERSON": "no one person is in most of the photos; upload photos of "
+    "one person only",
 }
-ADVISORY = frozenset({"HAND_VISIBLE", "LOW_VARIETY"})
+ADVISORY = frozenset({"HAND_VISIBLE", "LOW_VARIETY", "TURNED_AWAY", "PROFILE"})
 # Photos decoded and run through the face stack at once. A set is analysed in batches of
 # this many and each photo's pixels are dropped once its chip is cut: the ONNX arenas grow
 # to the largest batch they have seen, and 21 full photos in one batch took the filter from
 # 0.2 to 2.4 GiB. The set verdict needs only chips, descriptors and the per-photo numbers.
+# (A photo's result does not depend on its batch: the detector letterboxes each image alone.)
 ANALYSIS_BATCH = 4
 
 
@@ -74,6 +80,9 @@ class SelfieThresholds:
     lighting_spread: float = 0.08
     low_variety: float = 0.15
     low_variety_min_photos: int = 4
+    turned_yaw_degrees: float = 30.0
+    profile_yaw_degrees: float = 60.0
+    profile_landmark_asymmetry: float = 0.9
 
     @classmethod
     def load(cls, path: Path | None = None) -> SelfieThresholds:
@@ -88,6 +97,7 @@ class _Photo:
     decoded: bool = False
     chip: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    profile: bool = False
 
     def add(self, code: str, message: str | None = None, *, blocking: bool | None = None) -> None:
         if any(f.code == code for f in self.out.findings):
@@ -103,6 +113,20 @@ class _Photo:
     @property
     def usable(self) -> bool:
         return self.decoded and not any(f.blocking for f in self.out.findings)
+
+
+def landmark_asymmetry(landmarks: np.ndarray) -> float:
+    """How far the nose sits off the eyes' midline, as a share of half the eye distance
+    along the eye line: 0 facing the camera, about 0.5 at a 30-degree turn, 1 or more when
+    the nose reaches past an eye (a profile)."""
+    pts = np.asarray(landmarks, np.float64)
+    eye_l, eye_r, nose = pts[0], pts[1], pts[2]
+    axis = eye_r - eye_l
+    half = float(np.linalg.norm(axis)) / 2
+    if half < 1e-6:
+        return float("inf")
+    along = float(np.dot(nose - (eye_l + eye_r) / 2, axis / (2 * half)))
+    return abs(along) / half
 
 
 class SelfieAnalyzer:
@@ -136,16 +160,17 @@ class SelfieAnalyzer:
     # ------------------------------------------------------------------ per photo
 
     def analyze(self, items: Sequence[tuple[str, bytes]]) -> internal_pb2.AnalyzeSelfiesResponse:
+        return self.judge(self.analyze_photos(items))
+
+    def analyze_photos(self, items: Sequence[tuple[str, bytes]]) -> list[_Photo]:
+        """Everything about each photo on its own. Each photo is detected, cut and described
+        alone (batched runs only group same-shape tensors), so a photo's result never
+        depends on the other photos of the call."""
         photos = [_Photo(pid, internal_pb2.SelfieAnalysis(photo_id=pid)) for pid, _ in items]
         for start in range(0, len(photos), ANALYSIS_BATCH):
             end = start + ANALYSIS_BATCH
             self._analyze_batch(photos[start:end], [data for _, data in items[start:end]])
-        response = internal_pb2.AnalyzeSelfiesResponse()
-        self._judge_set(photos, response.set)
-        for p in photos:
-            p.out.usable = p.usable
-            response.photos.append(p.out)
-        return response
+        return photos
 
     def _analyze_batch(self, photos: list[_Photo], data: list[bytes]) -> None:
         for p, raw in zip(photos, data, strict=True):
@@ -156,7 +181,6 @@ class SelfieAnalyzer:
             except ImageError as err:
                 p.add(err.code, err.message)
         decoded = [p for p in photos if p.image is not None]
-        # One batched detector run per batch; the rest is per face.
         found = self.stack.detect([p.image for p in decoded]) if decoded else []
         for p, faces in zip(decoded, found, strict=True):
             self._check_photo(p, faces)
@@ -167,6 +191,16 @@ class SelfieAnalyzer:
             for p, e in zip(with_face, emb, strict=True):
                 p.embedding = e
                 p.out.embedding.extend(float(x) for x in e)
+
+    def judge(self, photos: Sequence[_Photo]) -> internal_pb2.AnalyzeSelfiesResponse:
+        """The set's verdict over photos from `analyze_photos` (each used once: findings are
+        added to them)."""
+        response = internal_pb2.AnalyzeSelfiesResponse()
+        self._judge_set(list(photos), response.set)
+        for p in photos:
+            p.out.usable = p.usable
+            response.photos.append(p.out)
+        return response
 
     def _check_photo(self, p: _Photo, faces: list[Any]) -> None:
         assert p.image is not None
@@ -191,6 +225,7 @@ class SelfieAnalyzer:
         p.out.exposure = float(check.exposure)
         yaw, pitch, roll = check.pose
         p.out.pose.yaw, p.out.pose.pitch, p.out.pose.roll = yaw, pitch, roll
+        self._pose(p, yaw, main.landmarks)
         if check.mesh is not None:
             if check.exposure < self.t.min_exposure:
                 p.add("UNDEREXPOSED", self._sentence("UNDEREXPOSED", check))
@@ -198,7 +233,17 @@ class SelfieAnalyzer:
                 p.add("OVEREXPOSED", self._sentence("OVEREXPOSED", check))
         # A chip (and so a descriptor) for every photo with a face, usable or not: the
         # distance of a refused photo to the set is still worth reporting.
-        p.chip = align_chip(p.image, main.landmarks)
+        p.chip = align_chip(p.image, self.stack.detector.refine(p.image, main))
+
+    def _pose(self, p: _Photo, yaw: float, landmarks: np.ndarray) -> None:
+        """Head turn findings, both advisory. The mesh's yaw saturates before a full profile,
+        so the five landmarks vote too: in a profile the nose lies outside the eyes."""
+        asym = landmark_asymmetry(landmarks)
+        if abs(yaw) >= self.t.profile_yaw_degrees or asym >= self.t.profile_landmark_asymmetry:
+            p.profile = True
+            p.add("PROFILE", f"{MESSAGES['PROFILE']} (head turned {abs(yaw):.0f} degrees)")
+        elif abs(yaw) >= self.t.turned_yaw_degrees:
+            p.add("TURNED_AWAY", f"{MESSAGES['TURNED_AWAY']} (head turned {abs(yaw):.0f} degrees)")
 
     def _sentence(self, code: str, check: SelfieCheck) -> str:
         t = self.stack.thresholds
@@ -220,22 +265,46 @@ class SelfieAnalyzer:
 
     def _judge_set(self, photos: list[_Photo], out: internal_pb2.SetAnalysis) -> None:
         candidates = [p for p in photos if p.usable and p.embedding is not None]
-        # Identity first: a duplicate of a stranger is reported as the stranger.
-        odd = (
-            set(different_person(np.stack([p.embedding for p in candidates]), config=self.id_cfg))
-            if len(candidates) >= 2
-            else set()
+        # Identity first: a duplicate of a stranger is reported as the stranger. Profiles
+        # are judged but do not vote on who the person is.
+        verdict = (
+            consensus(
+                np.stack([p.embedding for p in candidates]),
+                config=self.id_cfg,
+                eligible=np.array([not p.profile for p in candidates]),
+            )
+            if candidates
+            else None
         )
+        odd = set(verdict.different) if verdict is not None and len(candidates) >= 2 else set()
         # With two photos there is no majority to side with: both are reported, neither is
         # refused (the person fixes it by uploading more).
         blocking_odd = len(candidates) >= 3
+        if verdict is not None:
+            for i, p in enumerate(candidates):
+                p.out.identity_distance = float(verdict.distances[i])
+        if verdict is not None and not verdict.consistent and blocking_odd:
+            out.findings.append(
+                PhotoFinding(
+                    code="NO_CONSISTENT_PERSON",
+                    message=MESSAGES["NO_CONSISTENT_PERSON"],
+                    blocking=True,
+                )
+            )
         for i in sorted(odd):
             p = candidates[i]
-            if blocking_odd:
-                p.add("DIFFERENT_PERSON")
-            else:
+            if not blocking_odd:
                 p.add(
                     "DIFFERENT_PERSON", "the two photos do not look like one person", blocking=False
+                )
+            elif verdict is not None and not verdict.consistent:
+                p.add("DIFFERENT_PERSON", MESSAGES["NO_CONSISTENT_PERSON"])
+            else:
+                assert verdict is not None
+                p.add(
+                    "DIFFERENT_PERSON",
+                    f"{MESSAGES['DIFFERENT_PERSON']} (distance {verdict.distances[i]:.2f}; "
+                    f"the same person is within {verdict.limits[i]:.2f})",
                 )
             out.different_person.append(p.photo_id)
         same = [p for i, p in enumerate(candidates) if i not in odd or not blocking_odd]
@@ -244,25 +313,23 @@ class SelfieAnalyzer:
             pairs = near_duplicates(
                 chips, np.stack([p.embedding for p in same]), config=self.dup_cfg
             )
-            dropped = duplicates_to_drop(pairs)
-            for i in dropped:
-                # Name a photo that stays in the set (a chain of copies names its first).
-                partners = sorted(
-                    pr.first for pr in pairs if pr.second == i and pr.first not in dropped
-                )
-                p, original = same[i], same[partners[0] if partners else i]
+            for i, kept in duplicate_of(pairs).items():
+                p, original = same[i], same[kept]
                 p.out.duplicate_of = original.photo_id
                 p.add("DUPLICATE", f"{MESSAGES['DUPLICATE']} ({original.photo_id})")
         usable = [p for p in photos if p.usable]
-        out.usable_count = len(usable)
+        # A profile trains badly: it may stay in the set but does not count toward the
+        # number of photos an order needs.
+        out.usable_count = len([p for p in usable if not p.profile])
         if candidates:
             out.identity_consistency = 1.0 - len(odd) / len(candidates)
-        if usable:
-            keep = float(self.id_cfg.get("centre_keep_share", 0.7))
-            centre = identity_centre(np.stack([p.embedding for p in usable]), keep=keep)
+        if verdict is not None and usable and (verdict.consistent or not blocking_odd):
+            centre = verdict.centre
             out.reference_embedding.extend(float(x) for x in centre)
+            judged = {id(p) for p in candidates}
             for p in photos:
-                if p.embedding is not None:
+                if p.embedding is not None and id(p) not in judged:
+                    # Photos refused for other reasons: still worth a distance to the person.
                     p.out.identity_distance = float(distance_to_centre(p.embedding, centre)[0])
         self._variety(usable, out)
 

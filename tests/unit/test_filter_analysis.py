@@ -108,7 +108,9 @@ def test_copies_of_one_shot_are_refused_as_duplicates() -> None:
     # Re-cropped and re-scaled copies of one shot: nothing new for training.
     items = []
     for i, shift in enumerate((0, 20, 40, 60)):
-        crop = img.crop((shift, 0, img.width - 60 + shift, img.height)).resize((640, 720))
+        # Same aspect ratio: a copy is resized, not stretched.
+        crop = img.crop((shift, 0, img.width - 60 + shift, img.height))
+        crop = crop.resize((640, round(640 * crop.height / crop.width)))
         items.append((f"p{i}", png(crop)))
     response = analyzer().analyze(items)
     assert [p.usable for p in response.photos] == [True, False, False, False]
@@ -138,6 +140,36 @@ def _photo(yaw: float, pitch: float, exposure: float):
     out = internal_pb2.SelfieAnalysis(exposure=exposure)
     out.pose.yaw, out.pose.pitch = yaw, pitch
     return _Photo("x", out)
+
+
+def test_head_turns_are_advice_and_a_profile_does_not_count() -> None:
+    """A turned head is told, not refused; a full profile stays but is not counted toward
+    the photos an order needs. (The set has no real profile photo: the profile here is a
+    real photo whose landmarks are moved to a profile's geometry, nose past the eyes.)"""
+    from services.filter.analysis import landmark_asymmetry
+
+    a = analyzer()
+    names = photos("obama")[:4]
+    analysed = a.analyze_photos([(n, raw(n)) for n in names])
+    for p in analysed:  # real photos, none a profile
+        assert landmark_asymmetry(np.asarray(p.out.faces[0].landmarks).reshape(5, 2)) < 0.6
+    frontal = np.asarray(analysed[0].out.faces[0].landmarks).reshape(5, 2)
+    profile = frontal.copy()
+    profile[2, 0] = profile[1, 0] + 0.2 * (profile[1, 0] - profile[0, 0])  # nose past an eye
+    assert landmark_asymmetry(profile) > 1.0
+
+    analysed[1].out.ClearField("findings")
+    a._pose(analysed[1], yaw=38.0, landmarks=frontal)
+    analysed[2].out.ClearField("findings")
+    a._pose(analysed[2], yaw=25.0, landmarks=profile)
+    response = a.judge(analysed)
+    by_id = {p.photo_id: p for p in response.photos}
+    turned = next(f for f in by_id[names[1]].findings if f.code == "TURNED_AWAY")
+    assert not turned.blocking and "38 degrees" in turned.message
+    side = next(f for f in by_id[names[2]].findings if f.code == "PROFILE")
+    assert not side.blocking and "not counted" in side.message
+    assert by_id[names[1]].usable and by_id[names[2]].usable
+    assert response.set.usable_count == len([p for p in response.photos if p.usable]) - 1
 
 
 def test_partial_faces_and_a_faceless_image_are_not_usable() -> None:
