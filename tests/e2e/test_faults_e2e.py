@@ -29,6 +29,7 @@ from tests.e2e.harness import (
     describe,
     first_event,
     logs,
+    ran_to_the_end,
 )
 
 pytestmark = pytest.mark.e2e
@@ -64,9 +65,9 @@ async def start_order(gw: Gateway, photos: list[Path]) -> tuple[HeadshotsClient,
 
 
 async def assert_completed_once(stack: Stack, client: HeadshotsClient, order: pb.Order) -> None:
-    """READY, each result listed once and stored once, no job dead-lettered."""
+    """Ran to its end, each result listed once and stored once, no job dead-lettered."""
     final = await client.watch(order.name, within_s=ORDER_TIMEOUT_S)
-    assert final.state == pb.ORDER_STATE_READY, describe(final) + "\n" + logs(stack)
+    assert ran_to_the_end(final), describe(final) + "\n" + logs(stack)
     results, summary = await client.list_results(order.name, include_rejected=True)
     ids = [r.name.rsplit("/", 1)[-1] for r in results]
     assert len(ids) == len(set(ids)), f"results listed twice: {sorted(ids)}"

@@ -9,9 +9,8 @@ import grpc
 import pytest
 
 from clients.sdk import HeadshotsClient, OrderRun
-from headshots.v1 import headshots_pb2 as pb
 from tests.e2e.conftest import Gateway
-from tests.e2e.harness import describe, logs
+from tests.e2e.harness import describe, logs, ran_to_the_end
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +36,7 @@ async def test_twelve_orders_three_tenants(
     runs = await asyncio.gather(
         *(one(t, c, i) for t, c in tenants for i in range(ORDERS_PER_TENANT))
     )
-    not_ready = [describe(r.order) for r in runs if r.order.state != pb.ORDER_STATE_READY]
+    not_ready = [describe(r.order) for r in runs if not ran_to_the_end(r.order)]
     assert not not_ready, "\n".join(not_ready) + "\n" + logs(shared_gateway.stack)
 
     by_tenant: dict[str, set[str]] = {t: set() for t, _ in tenants}

@@ -12,9 +12,8 @@ import itertools
 
 import pytest
 
-from headshots.v1 import headshots_pb2 as pb
 from tests.e2e.conftest import CompletedOrder
-from tests.e2e.harness import describe, ids, read_spans, wait_for
+from tests.e2e.harness import describe, ids, ran_to_the_end, read_spans, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +48,7 @@ def ancestry(span: Span, by_id: dict[str, Span]) -> list[Span]:
 
 def test_one_trace_from_gateway_to_filter(completed_order: CompletedOrder) -> None:
     order = completed_order.run.order
-    assert order.state == pb.ORDER_STATE_READY, describe(order)
+    assert ran_to_the_end(order), describe(order)
     order_id = ids(order.name)[1]
     path = completed_order.stack.run_dir / "spans.jsonl"
     jobs = {"trainer": "jobs.train", "generator": "jobs.generate", "filter": "jobs.filter"}
