@@ -70,6 +70,7 @@ ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
     HS_MODELS_DIR=/models \
     HS_GRPC_HOST=0.0.0.0 \
     HS_METRICS_PORT=9090 \
+    HS_METRICS_HOST=0.0.0.0 \
     HS_LOG_FORMAT=json
 
 RUN groupadd --system --gid 10001 app \

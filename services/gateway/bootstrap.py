@@ -29,9 +29,9 @@ from services.common.db import engine as db
 from services.common.db.migrate import prepare_schemas
 from services.common.grpc.errors import ApiError
 from services.gateway.auth import Authenticator
-from services.gateway.servicer import ID_RE
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import tenants
+from services.policy.names import is_id
 
 EXIT_USAGE = 2
 EXIT_EXISTS = 3
@@ -62,7 +62,7 @@ async def create_tenant(
     exists_ok: bool = False,
 ) -> dict[str, Any]:
     """Create the tenant (unless it exists and `exists_ok`) and one new API key for it."""
-    if not ID_RE.fullmatch(tenant_id):
+    if not is_id(tenant_id):
         raise BootstrapError("tenant id must be lower-case letters, digits and '-' (at most 63)")
     pepper = _pepper(settings)
     if not settings.database_url:
