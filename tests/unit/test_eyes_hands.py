@@ -86,7 +86,8 @@ def test_eyes_looking_different_ways_are_rejected(name: str) -> None:
     assert {"EYES_INCONSISTENT", "EYES_CLOSED"} & set(edited.reasons), edited.reasons
     assert not edited.usable
     assert edited.mesh is not None
-    assert edited.mesh.gaze_disagreement > mesh.gaze_disagreement + 0.1
+    # the edit moves the iris: the eyes disagree more than in the original
+    assert edited.mesh.gaze_disagreement > mesh.gaze_disagreement + 0.05
 
     # Control: both irises moved the same way is a glance, not a defect.
     glance = shift_iris(shift_iris(image, mesh.eye_image_left, 0.3), mesh.eye_image_right, 0.3)
