@@ -68,6 +68,8 @@ ADMIN_TOKEN_ENV = "HS_GATEWAY_ADMIN_TOKEN"
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 # Per-call deadlines (seconds). An upload runs the selfie checks before it answers.
 CALL_TIMEOUT_S = 30.0
+# Tries of an upload answered UNAVAILABLE (nothing stored), 2 s, 4 s, 8 s apart.
+UPLOAD_ATTEMPTS = 4
 UPLOAD_TIMEOUT_S = 300.0
 LIST_RESULTS_TIMEOUT_S = 60.0
 DOWNLOAD_TIMEOUT_S = 120.0
@@ -295,17 +297,24 @@ class HeadshotsClient:
         Photos that fail a check are not stored; they come back in `Upload.refused` with
         their filename and the reason, beside what was stored, rather than as an error.
         """
-        try:
-            stored = await self._api.UploadPhotos(
-                upload_requests(order_name, photos, chunk_bytes),
-                metadata=self.metadata,
-                timeout=UPLOAD_TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as err:
-            upload = refused_upload(err, photos)
-            if upload is None:
-                raise
-            return upload
+        for attempt in range(UPLOAD_ATTEMPTS):
+            try:
+                stored = await self._api.UploadPhotos(
+                    upload_requests(order_name, photos, chunk_bytes),
+                    metadata=self.metadata,
+                    timeout=UPLOAD_TIMEOUT_S,
+                )
+                break
+            except grpc.aio.AioRpcError as err:
+                # UNAVAILABLE stores nothing (the photo check is busy or down): send again
+                # after a growing pause, as the status's retry advice asks.
+                if err.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < UPLOAD_ATTEMPTS:
+                    await asyncio.sleep(2.0 * 2**attempt)
+                    continue
+                upload = refused_upload(err, photos)
+                if upload is None:
+                    raise
+                return upload
         # Partial success is a success: the refused photos are in the per-photo outcomes.
         return Upload(stored, refused_outcomes(stored))
 

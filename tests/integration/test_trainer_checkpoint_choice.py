@@ -106,7 +106,8 @@ def test_training_past_the_best_point_exports_the_earlier_checkpoint(
     latents = encode_latents(models.vae, [held[0].image]).mean
     cond = models.encode_prompts([config.instance_prompt])
     again = denoising_loss(models, latents, cond, seed=config.seed + 4242)
-    assert again == pytest.approx(losses[best], rel=1e-3)
+    # Within 1 %: a fresh process may sum in another order (thread count), not another step.
+    assert again == pytest.approx(losses[best], rel=1e-2)
     assert abs(again - losses[config.steps]) > 0.05 * losses[best]
 
 
