@@ -70,6 +70,8 @@ FAST_ENV: dict[str, dict[str, str]] = {
         "HS_GATEWAY_STUCK_AFTER_S": "90",
         "HS_GATEWAY_RECONCILE_INTERVAL_S": "5",
         "HS_GATEWAY_WATCH_POLL_S": "0.5",
+        # Twelve orders upload at once on 2 cores: the selfie checks queue on the filter.
+        "HS_GATEWAY_FILTER_TIMEOUT_S": "240",
     },
 }
 STAGE_SUBJECTS = {
