@@ -58,7 +58,7 @@ def median_ms(fn: Callable[[], object], repeats: int, per: int) -> float:
     return statistics.median(times)
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, "PNG")
     return out.getvalue()
@@ -82,7 +82,7 @@ def main() -> None:
     scorer = CandidateScorer(stack, identity)
     selfies = [(p.name, p.read_bytes()) for p in sorted((FIXTURES / "obama").glob("*.jpg"))]
     reference = np.asarray(analyzer.analyze(selfies).set.reference_embedding, np.float32)
-    renders = [_png(im) for im in batch]
+    renders = [png_bytes(im) for im in batch]
 
     rows: dict[str, float] = {
         "detector": median_ms(lambda: [stack.detect([im]) for im in images], args.repeats, n),

@@ -18,7 +18,6 @@ Writes bench/results/filter_calibration.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -26,10 +25,9 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
+from bench.bench_face_stack import png_bytes
 from models.face_stack.build import build
 from services.faces.face_stack import FaceStack
 from services.faces.geometry import resize
@@ -48,12 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("HS_MODELS_DIR", ROOT / "var" / "models")) / "face"
 RESULTS = ROOT / "bench" / "results"
 SIZE = 512
-
-
-def _png(image: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, "PNG")
-    return out.getvalue()
 
 
 def main() -> None:
@@ -78,7 +70,7 @@ def main() -> None:
 
     good = [it for it in items if it.label == "good" and it.kind == "generated"]
     renders = [
-        _png(resize(decode_image(it.path.read_bytes()), SIZE, SIZE))
+        png_bytes(resize(decode_image(it.path.read_bytes()), SIZE, SIZE))
         for it in good[: args.batch * 2]
     ]
     batches = [renders[i : i + args.batch] for i in range(0, len(renders), args.batch)]

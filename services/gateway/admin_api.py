@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -92,15 +94,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 )
                 .values(revoked_at=sa.func.now())
             )
-            row = (
-                await conn.execute(
-                    sa.select(api_keys).where(
-                        api_keys.c.key_id == key_id, api_keys.c.tenant_id == tenant_id
-                    )
-                )
-            ).one_or_none()
-        if row is None:
-            raise not_found("API key")
+            row = await _api_key_row(conn, tenant_id, key_id)
         return api_key_proto(row)
 
     async def GetTenant(
@@ -142,15 +136,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self.d.auth.check_admin(metadata_of(context))
         tenant_id, key_id = ids_of(request.name, names.KEY_RE, "API key", "name")
         async with self.d.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(api_keys).where(
-                        api_keys.c.key_id == key_id, api_keys.c.tenant_id == tenant_id
-                    )
-                )
-            ).one_or_none()
-        if row is None:
-            raise not_found("API key")
+            row = await _api_key_row(conn, tenant_id, key_id)
         return api_key_proto(row)
 
     async def ListApiKeys(
@@ -174,3 +160,17 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if len(rows) > size:
             resp.next_page_token = token_of(offset + size, request.parent)
         return resp
+
+
+async def _api_key_row(conn: Any, tenant_id: str, key_id: str) -> Any:
+    """The tenant's key row, or NOT_FOUND (another tenant's key is not found either)."""
+    row = (
+        await conn.execute(
+            sa.select(api_keys).where(
+                api_keys.c.key_id == key_id, api_keys.c.tenant_id == tenant_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise not_found("API key")
+    return row
