@@ -98,7 +98,7 @@ class GatewayApp:
             settings=s,
             engine=self.engine,
             blobs=blobs,
-            auth=Authenticator(self.engine, pepper, admin),
+            auth=Authenticator(self.engine, pepper, admin, proxies=s.proxies()),
             limiter=self.limiter,
             hub=self.hub,
             filter=internal_pb2_grpc.FilterServiceStub(channels["filter"]),

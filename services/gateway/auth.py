@@ -9,9 +9,8 @@ entropy, so there is nothing to brute-force, and every request pays the hash.
 
 Failed authentication is throttled per client address and per key prefix (the key id, or
 the admin token as one key; `ratelimit.AuthThrottle`): past the limit a call is refused
-before the secret is looked at. The client address is the gRPC peer; for calls the REST
-layer of this same process makes on a client's behalf it is the HTTP client's address,
-forwarded in metadata with a per-process secret no outside caller can know.
+before the secret is looked at. Which address a call counts against is
+`client_ip.client_address`'s decision (the peer, or the client behind a trusted proxy).
 """
 
 from __future__ import annotations
@@ -19,10 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,17 +29,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.grpc.errors import ApiError
+from services.gateway.client_ip import NO_PROXIES, PEER_KEY, TrustedProxies, client_address
 from services.gateway.ratelimit import AuthThrottle
 from services.gateway.tables import api_keys, tenants
 
 KEY_RE = re.compile(r"^hs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 PREFIX_CHARS = 8
-# Metadata only this process can set: the gRPC peer (a pseudo-header name, which a client
-# cannot send) and the HTTP client of a REST call with the proof that REST forwarded it.
-PEER_KEY = ":peer"
-CLIENT_ADDRESS_KEY = "x-hs-client-address"
-CLIENT_PROOF_KEY = "x-hs-client-proof"
-FORWARD_PROOF = secrets.token_urlsafe(24)
 
 
 def request_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -50,37 +43,6 @@ def request_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     md.pop(PEER_KEY, None)
     md[PEER_KEY] = context.peer() or ""
     return md
-
-
-def forwarded_metadata(client_host: str | None) -> tuple[tuple[str, str], ...]:
-    """What the in-process REST layer adds to name its HTTP client as the caller."""
-    if not client_host:
-        return ()
-    return ((CLIENT_ADDRESS_KEY, client_host), (CLIENT_PROOF_KEY, FORWARD_PROOF))
-
-
-def _peer_host(peer: str) -> str:
-    """'ipv4:1.2.3.4:5678' / 'ipv6:[::1]:5678' / 'unix:/path' → the host part."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv6":
-        return rest.rpartition("]")[0].lstrip("[") or rest
-    if kind == "ipv4":
-        return rest.rpartition(":")[0] or rest
-    return peer
-
-
-def client_address(metadata: Mapping[str, str]) -> str:
-    host = _peer_host(metadata.get(PEER_KEY, ""))
-    forwarded = metadata.get(CLIENT_ADDRESS_KEY)
-    proof = metadata.get(CLIENT_PROOF_KEY, "")
-    if forwarded and hmac.compare_digest(proof.encode(), FORWARD_PROOF.encode()):
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if loopback:
-            return forwarded[:64]
-    return host or "unknown"
 
 
 @dataclass(frozen=True)
@@ -134,11 +96,13 @@ class Authenticator:
         pepper: bytes,
         admin_token: str | None,
         throttle: AuthThrottle | None = None,
+        proxies: TrustedProxies = NO_PROXIES,
     ) -> None:
         self.engine = engine
         self.pepper = pepper
         self.admin_token = admin_token
         self.throttle = throttle or AuthThrottle()
+        self.proxies = proxies
 
     def _refuse(self, subjects: Iterable[str], error: ApiError) -> ApiError:
         self.throttle.failed(subjects)
@@ -147,7 +111,7 @@ class Authenticator:
     async def tenant_of(self, metadata: dict[str, str]) -> Caller:
         token = bearer_token(metadata)
         match = KEY_RE.match(token or "")
-        subjects = [f"addr:{client_address(metadata)}"]
+        subjects = [f"addr:{client_address(metadata, self.proxies)}"]
         if match is not None:
             subjects.append(f"key:{match.group(1)}")
         self.throttle.check(subjects)
@@ -189,7 +153,7 @@ class Authenticator:
                 reason="ADMIN_DISABLED",
             )
         # The admin token is one key: its "prefix" subject is the admin API itself.
-        subjects = (f"addr:{client_address(metadata)}", "key:admin")
+        subjects = (f"addr:{client_address(metadata, self.proxies)}", "key:admin")
         self.throttle.check(subjects)
         if token is None or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
             raise self._refuse(

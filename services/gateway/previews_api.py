@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import secrets
 import time
 
 import grpc
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import internal_pb2
@@ -16,8 +19,10 @@ from services.common.grpc.server import outgoing_timeout
 from services.gateway.deps import TenantApi
 from services.gateway.paging import offset_of, page_size, token_of
 from services.gateway.photo_analysis import analyze
+from services.gateway.tables import preview_requests
 from services.gateway.uploads import CleanPhoto, Refusal, clean
-from services.gateway.validation import check_preview, check_request_id
+from services.gateway.validation import check_preview, check_request_id, request_hash, reused
+from services.policy.limits import limits
 from services.policy.styles import platform_catalogue
 
 log = logging.getLogger(__name__)
@@ -32,8 +37,8 @@ class PreviewsApi(TenantApi):
         self._parent_tenant(tenant_id, request.parent)
         check_request_id(request.request_id)
         check_preview(request)
+        seed = await self._seed_for(tenant_id, request)
         photo = await self._checked_photo(request.photo)
-        seed = int.from_bytes(secrets.token_bytes(4), "big")
         t0 = time.perf_counter()
         try:
             reply = await self.d.generator.Preview(
@@ -62,6 +67,38 @@ class PreviewsApi(TenantApi):
         resp = pb.CreatePreviewResponse(images=list(reply.images), model_id=reply.model_id)
         resp.latency.FromNanoseconds(int((time.perf_counter() - t0) * 1e9))
         return resp
+
+    async def _seed_for(self, tenant_id: str, request: pb.CreatePreviewRequest) -> int:
+        """A fresh seed; with a request_id, the seed its first call drew (so a retry whose
+        answer was lost gets the same images), or ALREADY_EXISTS if it asked for more."""
+        fresh = int.from_bytes(secrets.token_bytes(4), "big")
+        if not request.request_id:
+            return fresh
+        digest = request_hash(request)
+        window = dt.timedelta(hours=limits().preview_replay_hours)
+        table = preview_requests
+        async with self.d.engine.begin() as conn:
+            await conn.execute(sa.delete(table).where(table.c.created_at < sa.func.now() - window))
+            await conn.execute(
+                insert(table)
+                .values(
+                    tenant_id=tenant_id,
+                    request_id=request.request_id,
+                    request_hash=digest,
+                    seed=fresh,
+                )
+                .on_conflict_do_nothing()
+            )
+            row = (
+                await conn.execute(
+                    sa.select(table.c.request_hash, table.c.seed).where(
+                        table.c.tenant_id == tenant_id, table.c.request_id == request.request_id
+                    )
+                )
+            ).one()
+        if row.request_hash != digest:
+            raise reused(request.request_id)
+        return int(row.seed)
 
     async def _checked_photo(self, data: bytes) -> CleanPhoto:
         """The photo after the same checks UploadPhotos makes: decoding, then the selfie check."""

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.common.grpc.errors import DOMAIN, GRPC_DETAILS_METADATA_KEY, MAX_MESSAGE, clip
-from services.gateway.auth import forwarded_metadata
+from services.gateway.client_ip import forwarded_metadata
 from services.gateway.httprules import Route, routes
 from services.policy.limits import limits
 
@@ -73,7 +73,8 @@ MAX_MESSAGE_BYTES = limits().max_message_bytes
 MAX_HEADER_BYTES = 7 * 1024
 UPLOAD_CHUNK = 1024 * 1024
 # Headers passed on to the gRPC call as metadata.
-FORWARDED = ("authorization", "x-request-id", "traceparent", "tracestate")
+# X-Forwarded-For counts only when the HTTP client is a trusted proxy (client_ip.py).
+FORWARDED = ("authorization", "x-request-id", "traceparent", "tracestate", "x-forwarded-for")
 
 
 class HttpError(Exception):

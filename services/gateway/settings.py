@@ -6,6 +6,7 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.gateway.client_ip import TrustedProxies
 
 
 class GatewaySettings(ServiceSettings):
@@ -21,6 +22,10 @@ class GatewaySettings(ServiceSettings):
     # Mixed into every API-key hash, kept outside the database (a Kubernetes Secret), so a
     # stolen table alone cannot be used to test guesses.
     key_pepper: SecretStr = SecretStr("")
+    # Proxies in front of the gateway (ingress, load balancer) whose X-Forwarded-For is
+    # believed, as comma-separated CIDRs, e.g. "10.0.0.0/8,fd00::/8". Empty: none, and the
+    # failed-authentication throttle counts the direct peer (services/gateway/client_ip.py).
+    trusted_proxies: str = ""
 
     # ---- per-tenant quotas (the platform's limits are services.policy.limits) ----
     requests_per_minute: int = 600
@@ -47,4 +52,8 @@ class GatewaySettings(ServiceSettings):
     def _rest_binds_where_grpc_does(self) -> GatewaySettings:
         if self.http_host is None:
             self.http_host = self.grpc_host
+        self.proxies()  # a bad CIDR stops the gateway at start, naming it
         return self
+
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies.split(","))

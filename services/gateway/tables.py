@@ -202,10 +202,29 @@ deletion_receipts = sa.Table(
     sa.UniqueConstraint("tenant_id", "request_id", name="deletion_receipts_request_once"),
 )
 
+# CreatePreview request ids: a retry with the same id and body renders with the same seed
+# (the same images) instead of a new draw, and the same id with another body is refused.
+# The images themselves are not kept: they show a person who has not ordered anything. Rows
+# older than the replay window (services.policy.limits) are dropped as new ones arrive.
+preview_requests = sa.Table(
+    "preview_requests",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("request_id", sa.Text, primary_key=True),
+    # sha256 of the CreatePreviewRequest without its request_id (photo bytes included).
+    sa.Column("request_hash", sa.Text, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
 outbox = outbox_table(metadata, SCHEMA)
 
 sa.Index("orders_tenant_created", orders.c.tenant_id, orders.c.created_at)
 
 sa.Index("orders_live_state", orders.c.state, orders.c.heartbeat_at)
+
+sa.Index("preview_requests_created", preview_requests.c.created_at)
 
 sa.Index("deletion_receipts_order", deletion_receipts.c.tenant_id, deletion_receipts.c.order_key)

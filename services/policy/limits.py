@@ -70,6 +70,9 @@ class Limits(BaseSettings):
 
     # ---- preview ----
     max_preview_count: int = 4
+    # How long a CreatePreview request_id is remembered: a retry inside it renders with the
+    # same seed (the same images); after it, the id may be used again.
+    preview_replay_hours: float = 24.0
 
     # ---- the public API ----
     # Largest gRPC message the gateway takes or sends; the proto's UploadPhotos comment

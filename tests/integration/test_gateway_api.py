@@ -183,6 +183,38 @@ async def test_create_order_is_idempotent_by_request_id(gw: GatewayUnderTest) ->
     assert a.name == b.name
 
 
+async def test_a_retried_preview_gets_the_same_images_and_a_reused_id_is_refused(
+    gw: GatewayUnderTest,
+) -> None:
+    tenant, secret = await gw.tenant()
+    request = pb.CreatePreviewRequest(
+        parent=f"tenants/{tenant}",
+        style_id="navy-blazer-soft-studio-grey",
+        photo=fixture_files(1)[0][1],
+        count=2,
+        request_id="0b6f3c8e-2d1a-4e5f-9a7b-6c5d4e3f2a10",
+    )
+    first = await gw.api().CreatePreview(request, metadata=md(secret))
+    again = await gw.api().CreatePreview(request, metadata=md(secret))
+    # The client whose answer was lost gets the images it would have had, not a new draw.
+    assert [i.seed for i in again.images] == [i.seed for i in first.images]
+    assert [i.data for i in again.images] == [i.data for i in first.images]
+    fresh = pb.CreatePreviewRequest()
+    fresh.CopyFrom(request)
+    fresh.request_id = "0b6f3c8e-2d1a-4e5f-9a7b-6c5d4e3f2a11"
+    other = await gw.api().CreatePreview(fresh, metadata=md(secret))
+    assert [i.seed for i in other.images] != [i.seed for i in first.images]
+    # The same id asking for something else is refused, naming the field.
+    changed = pb.CreatePreviewRequest()
+    changed.CopyFrom(request)
+    changed.count = 1
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gw.api().CreatePreview(changed, metadata=md(secret))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    info = [d for d in details_of(err.value) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info and info[0].reason == "REQUEST_ID_REUSED"
+
+
 async def test_unauthenticated_without_a_valid_key(gw: GatewayUnderTest) -> None:
     tenant, secret = await gw.tenant()
     api = gw.api()

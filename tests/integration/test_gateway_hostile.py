@@ -109,6 +109,37 @@ async def test_bad_keys_over_rest_throttle_that_address_only(gw: GatewayUnderTes
     assert list(listed.orders) == []
 
 
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    postgres, nats_server, tmp_path
+) -> None:
+    """Every call arrives from the ingress's address; X-Forwarded-For names the client. The
+    guesser is locked out, a partner behind the same ingress is served, and a forged header
+    from outside the trusted network buys the guesser nothing."""
+    gw = await start_gateway(
+        postgres.url, nats_server.url, tmp_path, trusted_proxies="127.0.0.0/29"
+    )
+    try:
+        tenant, secret = await gw.tenant("behind-ingress")
+        orders = f"/v1/tenants/{tenant}/orders"
+        async with client_from(gw, "127.0.0.4") as ingress, client_from(gw, "127.0.3.1") as out:
+            guesser = {"authorization": f"Bearer {wrong_key()}", "x-forwarded-for": "203.0.113.7"}
+            for _ in range(20):
+                assert (await ingress.get(orders, headers=guesser)).status_code == 401
+            assert (await ingress.get(orders, headers=guesser)).status_code == 429
+            partner = {"authorization": f"Bearer {secret}", "x-forwarded-for": "198.51.100.2"}
+            r = await ingress.get(orders, headers=partner)
+            assert r.status_code == 200, r.text
+            # Not through the trusted network: the header is ignored, the peer is counted.
+            forged = {"authorization": f"Bearer {wrong_key()}"}
+            for n in range(20):
+                r = await out.get(orders, headers={**forged, "x-forwarded-for": f"192.0.2.{n}"})
+                assert r.status_code == 401
+            r = await out.get(orders, headers={**forged, "x-forwarded-for": "192.0.2.99"})
+            assert r.status_code == 429
+    finally:
+        await gw.stop()
+
+
 async def test_guessing_one_key_from_many_addresses_locks_that_key(gw: GatewayUnderTest) -> None:
     tenant, secret = await gw.tenant("victim")
     other_tenant, other_secret = await gw.tenant("bystander")

@@ -8,14 +8,17 @@ import grpc
 import pytest
 
 from services.common.grpc.errors import ApiError
-from services.gateway.auth import (
+from services.gateway.client_ip import (
     CLIENT_ADDRESS_KEY,
     CLIENT_PROOF_KEY,
+    FORWARDED_FOR_KEY,
     PEER_KEY,
+    TrustedProxies,
     client_address,
     forwarded_metadata,
 )
 from services.gateway.ratelimit import AuthThrottle
+from services.gateway.settings import GatewaySettings
 
 
 class Clock:
@@ -86,3 +89,46 @@ def test_the_client_address_is_the_peer_unless_this_process_forwarded_it() -> No
     assert client_address({PEER_KEY: "ipv4:127.0.0.1:4000", **forged}) == "127.0.0.1"
     remote = {PEER_KEY: "ipv4:203.0.113.7:51234", **forwarded}
     assert client_address(remote) == "203.0.113.7"
+
+
+INGRESS = TrustedProxies.parse(["10.0.0.0/8", "fd00::/8"])
+
+
+def via(peer: str, xff: str | None) -> dict[str, str]:
+    md = {PEER_KEY: peer}
+    if xff is not None:
+        md[FORWARDED_FOR_KEY] = xff
+    return md
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_right_most_untrusted_hop() -> None:
+    # An ingress pod at 10.1.2.3 forwards for 203.0.113.7: each client gets its own bucket.
+    assert client_address(via("ipv4:10.1.2.3:5000", "203.0.113.7"), INGRESS) == "203.0.113.7"
+    # Whatever the client wrote to the left of what the proxies appended is ignored.
+    forged = via("ipv4:10.1.2.3:5000", "1.1.1.1, 203.0.113.7, 10.9.9.9")
+    assert client_address(forged, INGRESS) == "203.0.113.7"
+    assert client_address(via("ipv6:[fd00::5]:443", "2001:db8::7"), INGRESS) == "2001:db8::7"
+    # A REST call through the ingress: the HTTP client is the proxy, the header names the client.
+    rest = {**via("ipv4:127.0.0.1:4000", "198.51.100.8"), **dict(forwarded_metadata("10.0.0.9"))}
+    assert client_address(rest, INGRESS) == "198.51.100.8"
+
+
+def test_forwarded_for_is_ignored_unless_the_peer_is_trusted() -> None:
+    # Without the setting, or from a peer outside it, a client cannot choose its bucket.
+    assert client_address(via("ipv4:203.0.113.7:1", "198.51.100.1")) == "203.0.113.7"
+    assert client_address(via("ipv4:203.0.113.7:1", "198.51.100.1"), INGRESS) == "203.0.113.7"
+    # Garbage or an empty header behind the proxy: the last address we can vouch for.
+    assert client_address(via("ipv4:10.1.2.3:1", "not-an-ip"), INGRESS) == "10.1.2.3"
+    assert client_address(via("ipv4:10.1.2.3:1", None), INGRESS) == "10.1.2.3"
+    assert client_address(via("ipv4:10.1.2.3:1", "x, 10.4.4.4"), INGRESS) == "10.4.4.4"
+    # A header of thousands of hops costs a bounded walk and still names the proxy's client.
+    long = ", ".join(["192.0.2.1"] * 5000 + ["203.0.113.9"])
+    assert client_address(via("ipv4:10.1.2.3:1", long), INGRESS) == "203.0.113.9"
+
+
+def test_the_trusted_proxies_setting_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HS_GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8")
+    assert GatewaySettings().proxies().trusts("10.200.0.1")
+    monkeypatch.setenv("HS_GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,ingress")
+    with pytest.raises(ValueError, match="'ingress'"):
+        GatewaySettings()
