@@ -12,6 +12,9 @@ around asyncpg, asyncpg around an OSError) are recognised through their cause ch
 from __future__ import annotations
 
 import errno
+import random
+
+from services.common.settings import ServiceSettings
 
 # Qualified class names (any class in the exception's MRO) that mean "dependency down".
 _DOWN = frozenset(
@@ -142,3 +145,26 @@ def _chain(exc: BaseException) -> list[BaseException]:
         elif err.__context__ is not None and not err.__suppress_context__:
             todo.append(err.__context__)
     return out
+
+
+class RetryPolicy:
+    """Backoff for failures caused by a dependency outage: `base * 2^(n-1)` capped at `cap`,
+    with "equal jitter" (half fixed, half random) so a fleet of workers that failed together
+    does not come back together; given up `budget_s` after the first such failure."""
+
+    def __init__(self, budget_s: float = 300.0, base_s: float = 0.5, cap_s: float = 15.0) -> None:
+        if budget_s <= 0 or base_s <= 0 or cap_s < base_s:
+            raise ValueError("need budget_s > 0 and 0 < base_s <= cap_s")
+        self.budget_s = budget_s
+        self.base_s = base_s
+        self.cap_s = cap_s
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings | None = None) -> RetryPolicy:
+        """The policy of HS_RETRY_BUDGET_SECONDS / _BASE_ / _CAP_ (read now if not given)."""
+        s = settings or ServiceSettings()
+        return cls(s.retry_budget_s, s.retry_base_s, s.retry_cap_s)
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        full = min(self.cap_s, self.base_s * 2 ** max(0, failures - 1))
+        return full / 2 + (rng or random).uniform(0, full / 2)

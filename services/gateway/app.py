@@ -18,9 +18,10 @@ import uvicorn
 from headshots.v1 import headshots_pb2 as pb
 from headshots.v1 import headshots_pb2_grpc as pb_grpc
 from headshots.v1 import internal_pb2_grpc
-from services.common.bus.consumer import RetryPolicy, Worker
+from services.common.bus.consumer import Worker
 from services.common.bus.outbox import OutboxRelay
 from services.common.grpc.server import CLIENT_CHANNEL_OPTIONS, ServiceHost
+from services.common.outages import RetryPolicy
 from services.common.ports import free_port
 from services.common.resources import open_resources
 from services.gateway.auth import Authenticator

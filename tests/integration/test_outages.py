@@ -28,7 +28,7 @@ from headshots.v1 import jobs_pb2
 from services.common import metrics
 from services.common.bus import ids
 from services.common.bus.client import Bus
-from services.common.bus.consumer import JobContext, PermanentError, RetryPolicy, Worker
+from services.common.bus.consumer import JobContext, PermanentError, Worker
 from services.common.bus.deadletter import (
     build_dead_letter,
     cause_of,
@@ -38,6 +38,7 @@ from services.common.bus.deadletter import (
 from services.common.bus.handler import JobHandler, Stage
 from services.common.bus.liveness import ConsumerWatch
 from services.common.db.engine import create_engine
+from services.common.outages import RetryPolicy
 from services.gateway.tables import orders
 from tests.support.gateway_harness import GatewayUnderTest, start_gateway
 

@@ -16,8 +16,7 @@ import nats.errors
 import pytest
 import sqlalchemy.exc
 
-from services.common.bus.consumer import RetryPolicy
-from services.common.outages import dependency_down, what_is_down
+from services.common.outages import RetryPolicy, dependency_down, what_is_down
 
 
 def raised(make: object) -> BaseException:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -55,8 +54,7 @@ from services.common.bus.deadletter import (
     publish_dead_letter,
     with_cause,
 )
-from services.common.outages import dependency_down, what_is_down
-from services.common.settings import ServiceSettings
+from services.common.outages import RetryPolicy, dependency_down, what_is_down
 
 __all__ = [
     "DeadLetterCallback",
@@ -123,29 +121,6 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
-
-
-class RetryPolicy:
-    """Backoff for failures caused by a dependency outage: `base * 2^(n-1)` capped at `cap`,
-    with "equal jitter" (half fixed, half random) so a fleet of workers that failed together
-    does not come back together; given up `budget_s` after the first such failure."""
-
-    def __init__(self, budget_s: float = 300.0, base_s: float = 0.5, cap_s: float = 15.0) -> None:
-        if budget_s <= 0 or base_s <= 0 or cap_s < base_s:
-            raise ValueError("need budget_s > 0 and 0 < base_s <= cap_s")
-        self.budget_s = budget_s
-        self.base_s = base_s
-        self.cap_s = cap_s
-
-    @classmethod
-    def from_settings(cls, settings: ServiceSettings | None = None) -> RetryPolicy:
-        """The policy of HS_RETRY_BUDGET_SECONDS / _BASE_ / _CAP_ (read now if not given)."""
-        s = settings or ServiceSettings()
-        return cls(s.retry_budget_s, s.retry_base_s, s.retry_cap_s)
-
-    def delay(self, failures: int, rng: random.Random | None = None) -> float:
-        full = min(self.cap_s, self.base_s * 2 ** max(0, failures - 1))
-        return full / 2 + (rng or random).uniform(0, full / 2)
 
 
 class Worker:

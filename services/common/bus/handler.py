@@ -32,9 +32,10 @@ from google.protobuf.message import Message
 from headshots.v1 import jobs_pb2
 from services.common.bus import ids
 from services.common.bus.client import Bus
-from services.common.bus.consumer import JobContext, PermanentError, RetryPolicy, Worker
+from services.common.bus.consumer import JobContext, PermanentError, Worker
 from services.common.bus.erasure import ErasedOrders
 from services.common.keys.keyring import KeyDestroyed
+from services.common.outages import RetryPolicy
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

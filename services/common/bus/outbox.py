@@ -34,6 +34,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from services.common.outages import RetryPolicy, dependency_down, what_is_down
+
 if TYPE_CHECKING:
     from services.common.bus.client import Bus
 
@@ -109,27 +111,50 @@ class OutboxRelay:
     """Publishes committed outbox rows. `await run()` until `await stop()`."""
 
     def __init__(
-        self, engine: AsyncEngine, table: Table, bus: Bus, poll_interval: float = 0.2
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        bus: Bus,
+        poll_interval: float = 0.2,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
         self.bus = bus
         self.poll_interval = poll_interval
+        # Backoff while the database or the bus is away: no budget (the rows wait for as
+        # long as the outage lasts), only the growing, jittered pause between passes.
+        self.retry = retry or RetryPolicy(budget_s=1.0, base_s=poll_interval, cap_s=5.0)
         self._stopping = asyncio.Event()
         # Rows this relay published (for metrics, and to show relays never share a row).
         self.published = 0
+        # Consecutive failed passes (0 while healthy): the backoff's exponent.
+        self.failures = 0
 
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
                 sent = await self.relay_once()
-            except Exception:
-                # Database or NATS away: the rows stay unpublished; try again shortly.
-                log.exception("outbox relay pass failed")
+            except Exception as err:
                 sent = 0
+                self._failed(err)
+            else:
+                if self.failures:
+                    log.warning("outbox relay resumed after %d failed passes", self.failures)
+                self.failures = 0
             if sent < BATCH:
+                pause = self.retry.delay(self.failures) if self.failures else self.poll_interval
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+
+    def _failed(self, err: Exception) -> None:
+        """Rows stay unpublished and go out on a later pass. An outage is logged once, when
+        it starts, without a traceback; any other failure is a fault and logged in full."""
+        self.failures += 1
+        if not dependency_down(err):
+            log.exception("outbox relay pass failed")
+        elif self.failures == 1:
+            log.warning("outbox relay paused: the %s is unavailable (%s)", what_is_down(err), err)
 
     async def stop(self) -> None:
         self._stopping.set()
