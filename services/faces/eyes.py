@@ -20,8 +20,20 @@ upper lid (facts from MediaPipe's iris landmark topology, checked on the fixture
 - iris colour and size: chromaticity (colour with the brightness divided out, so the light
   falling on one eye does not count) of the iris ring, pupil excluded, and iris radius in
   eye widths, compared between the two eyes.
-- detail: Laplacian variance of each eye crop; one eye far softer than the other is a
-  smudged eye (a whole-image blur softens both and is the BLURRED rule's business).
+- detail: within an ellipse over the eye (lids, lashes, iris), the Laplacian's variance
+  over the luminance variance: how much of the eye's contrast is fine detail, whatever the
+  light on it. One eye far softer than the other is a smudged eye (a shadow lowers both
+  variances alike; a whole-image blur softens both eyes and is the BLURRED rule's
+  business). The whole crop's Laplacian alone swung 10x between the eyes of good faces
+  (eyebrows, hair, glasses in one crop and not the other).
+- the iris from its own pixels, not from the iris model (which draws an iris where a
+  normal eye has one: it hardly moves when an iris is moved, resized or recoloured): the
+  pixels of the lid opening darker than halfway between its sclera (90th percentile) and
+  its darkest (5th percentile). Their centroid's height over the lid midline compares
+  where the irises look vertically. Their share of the opening (iris size) is reported,
+  not a rule: a sideways glance hides more of one iris under the corner than of the other
+  (1.65-2.1 between the eyes of fixture photos whose irises were both moved 0.3 eye
+  widths one way) while an iris scaled by 0.6 or 1.45 reads 1.18-1.68.
 
 `eye_finding` turns the two eyes into at most one reason: EYES_CLOSED (either eye shut: a
 wink is a shut eye in a headshot) or EYES_INCONSISTENT (gaze, iris colour/size, one eye
@@ -58,6 +70,8 @@ class EyeThresholds:
     max_gaze_disagreement: float = 0.2
     max_vertical_gaze: float = 0.065
     max_iris_chroma_distance: float = 0.13
+    max_detail_ratio: float = 4.5
+    max_dark_height_difference: float = 0.035
 
     @classmethod
     def load(cls, path: Path | None = None) -> EyeThresholds:
@@ -70,7 +84,9 @@ class EyeMeasures:
     iris_luma_ratio: float  # iris disc luminance / lid skin luminance
     iris_colour: np.ndarray  # mean RGB of the iris ring
     iris_radius: float  # eye widths
-    detail: float  # Laplacian variance of the eye crop's luminance
+    detail: float  # Laplacian variance / luminance variance over the eye
+    dark_share: float  # share of the lid opening that is iris-dark
+    dark_height: float  # dark pixels' centroid below the lid midline, eye widths
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,8 @@ class EyeFinding:
     chroma_distance: float
     radius_ratio: float
     detail_ratio: float
+    dark_share_ratio: float
+    dark_height_difference: float
     thresholds: EyeThresholds
 
     @property
@@ -113,9 +131,27 @@ def _lids(contour: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     return lower, upper, x0, x1
 
 
-def _laplacian_variance(gray: np.ndarray) -> float:
+def _eye_detail(gray: np.ndarray, region: np.ndarray) -> float:
+    """Laplacian variance over luminance variance inside `region` (scale-free sharpness)."""
     lap = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4 * gray[1:-1, 1:-1]
-    return float(lap.var())
+    inner = region[1:-1, 1:-1]
+    if inner.sum() < 8:
+        return 0.0
+    return float(lap[inner].var() / max(float(gray[1:-1, 1:-1][inner].var()), 1e-6))
+
+
+def _dark_iris(gray: np.ndarray, opening: np.ndarray, midline: np.ndarray, width: float):
+    """(share of the opening that is iris-dark, its centroid below the midline in eye widths)."""
+    values = gray[opening]
+    if values.size < 10:
+        return 0.0, 0.0
+    light, dark = np.percentile(values, (90, 5))
+    mask = opening & (gray < (light + dark) / 2)
+    if not mask.any():
+        return 0.0, 0.0
+    ys, xs = np.nonzero(mask)
+    height = float(np.mean(ys - midline[ys, xs])) / width
+    return float(mask.sum() / opening.sum()), height
 
 
 def _darkest_disc(
@@ -168,12 +204,20 @@ def measure_eye(eye: EyeState) -> EyeMeasures:
     skin = float(np.median(gray[band])) if band.any() else float(np.median(gray))
     iris_luma = _darkest_disc(gray, lower, upper, x0, width, 0.5 * max(radius, 1.0))
     colour = crop[ring].mean(0) if ring.any() else crop.reshape(-1, 3).mean(0)
+    lower_y = np.interp(xx, lower[:, 0], lower[:, 1])
+    midline = (lid_y + lower_y) / 2
+    # The ellipse a smear of the eye covers: lids, lashes and iris, not the brow.
+    around = ((xx - (x0 + x1) / 2) / (0.6 * width)) ** 2 + ((yy - midline) / (0.35 * width)) ** 2
+    opening = (xx > x0) & (xx < x1) & (yy > lid_y) & (yy < lower_y)
+    dark_share, dark_height = _dark_iris(gray, opening, midline, width)
     return EyeMeasures(
         openness=openness,
         iris_luma_ratio=iris_luma / max(skin, 1.0),
         iris_colour=colour,
         iris_radius=radius / width,
-        detail=_laplacian_variance(gray),
+        detail=_eye_detail(gray, around <= 1.0),
+        dark_share=dark_share,
+        dark_height=dark_height,
     )
 
 
@@ -191,6 +235,9 @@ def eye_finding(mesh: Mesh, t: EyeThresholds) -> EyeFinding:
     chroma = float(np.linalg.norm(chromaticity(ml.iris_colour) - chromaticity(mr.iris_colour)))
     radius = max(ml.iris_radius, mr.iris_radius) / max(min(ml.iris_radius, mr.iris_radius), 1e-6)
     detail = max(ml.detail, mr.detail) / max(min(ml.detail, mr.detail), 1e-6)
+    dark_share = max(ml.dark_share, mr.dark_share) / max(min(ml.dark_share, mr.dark_share), 1e-3)
+    # Both crops are level and the image-right one only mirrored sideways: heights compare.
+    dark_height = abs(ml.dark_height - mr.dark_height)
     gaze = mesh.gaze_disagreement
     vertical = abs(float(left.gaze[1] - right.gaze[1]))
     lo, hi = sorted((ml.openness, mr.openness))
@@ -206,8 +253,12 @@ def eye_finding(mesh: Mesh, t: EyeThresholds) -> EyeFinding:
     elif min(left.width, right.width) >= t.min_eye_width_px:
         if gaze > t.max_gaze_disagreement or vertical > t.max_vertical_gaze:
             reason, why = "EYES_INCONSISTENT", "irises look different ways"
+        elif dark_height > t.max_dark_height_difference:
+            reason, why = "EYES_INCONSISTENT", "one iris higher in its eye than the other"
         elif chroma > t.max_iris_chroma_distance:
             reason, why = "EYES_INCONSISTENT", "irises of different colours"
+        elif detail > t.max_detail_ratio:
+            reason, why = "EYES_INCONSISTENT", "one eye smudged"
     return EyeFinding(
         reason=reason,
         why=why,
@@ -218,5 +269,7 @@ def eye_finding(mesh: Mesh, t: EyeThresholds) -> EyeFinding:
         chroma_distance=chroma,
         radius_ratio=radius,
         detail_ratio=detail,
+        dark_share_ratio=dark_share,
+        dark_height_difference=dark_height,
         thresholds=t,
     )
