@@ -7,6 +7,8 @@
    candidate scorer; the table shows, per label, how many were caught (for `good`: passed
    clean) and which reasons fired. Real and generated images are counted apart from
    synthetic edits.
+   What the hand rule costs: malformed hands caught and good portraits lost by the rule
+   in use and by its strict product form (any visible hand rejects).
 2. Candidate scoring speed: batches of `--batch` 512x512 PNG renders (good portraits of
    the set, resized), the whole scorer (decode, detect, mesh and irises, eye measures,
    palms and hand landmarks, descriptor), on `--threads` onnxruntime threads. Median of
@@ -36,6 +38,7 @@ from services.faces.image_io import decode_image
 from tests.support.filter_calibration import (
     FACES,
     format_table,
+    hand_rule_costs,
     manifest,
     rates,
     run,
@@ -67,6 +70,14 @@ def main() -> None:
     table = format_table(outcomes)
     print(f"\nfilter calibration set: {len(items)} images, {calib_s:.0f} s")
     print(table)
+    costs = hand_rule_costs(stack, items)
+    print("\nhand rule: malformed hands caught / good portraits lost (to BROKEN_HAND alone)")
+    for c in costs:
+        print(
+            f"  {c.rule:<44} caught {c.malformed_caught}/{c.malformed} "
+            f"(real {c.real_caught}/{c.real})  good lost {c.good_lost}/{c.good} "
+            f"({c.good_lost / max(c.good, 1):.1%})"
+        )
 
     good = [it for it in items if it.label == "good" and it.kind == "generated"]
     renders = [
@@ -109,6 +120,18 @@ def main() -> None:
             {"file": o.item.file, "label": o.item.label, "reasons": list(o.reasons)}
             for o in outcomes
             if not o.caught
+        ],
+        "hand_rule_costs": [
+            {
+                "rule": c.rule,
+                "malformed_caught": c.malformed_caught,
+                "malformed": c.malformed,
+                "real_caught": c.real_caught,
+                "real": c.real,
+                "good_lost": c.good_lost,
+                "good": c.good,
+            }
+            for c in costs
         ],
         "summary": {
             "closed_eyes_recall": round(r["eyes_closed"].rate, 3),

@@ -18,6 +18,16 @@ is a quiet, ordinary hand:
 - a palm the palm detector is sure of, which the landmark model cannot read (presence in
   between "no hand" and "a hand"), is a hand-like shape nobody can vouch for.
 
+Pixel evidence tried and not used (issue 14, second round; numbers on the calibration
+set's 12 good portraits with a visible hand and its 23 malformed hands): skin not
+explained by the fitted hand (a colour model sampled along the fitted bones, capsules
+around them, the forearm and face left out) spans 0.005-1.10 of the hand's area on good
+hands and 0.0-1.04 on malformed ones; skin-coloured pixels in a strip beside the index or
+little finger (where a sixth finger would lie) score 0.02-0.89 on good hands and 0.00-0.91
+on malformed ones. Skin on skin (clasped hands, a hand on a neck or a pale dress) defeats
+a colour silhouette at these sizes, so neither separates; a finger count needs a shape
+model trained on malformed hands, which the project does not ship.
+
 Any failure is BROKEN_HAND; `HandVerdict.score` is 1 for no hand or only well-formed hands
 and falls towards 0 with the worst hand's evidence, for the quality score.
 """

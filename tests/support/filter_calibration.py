@@ -131,3 +131,56 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
         lines.append(f"{label:<16}{x.n:>4}{x.caught:>8}{x.rate:>7.0%}{real:>9}  {cells}")
     lines.append("(good: caught = passed with no reason; real = not synthetic, caught/n)")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class HandRuleCost:
+    rule: str
+    malformed_caught: int
+    malformed: int
+    real_caught: int  # of the real (not synthetic) malformed-hand renders
+    real: int
+    good_lost: int
+    good: int
+
+
+def hand_rule_costs(stack: FaceStack, items: Sequence[Item]) -> list[HandRuleCost]:
+    """What the hand rule in use, and its strictest product form, catch and cost.
+
+    The strict form, "any hand the landmark model confirms rejects the candidate", is the
+    issue's product rule taken literally (a headshot rarely needs a hand); it is the upper
+    bound of what a rule that does not look at the hand's shape can catch.
+    """
+    from dataclasses import replace
+
+    from services.faces.hand_check import HandThresholds, judge_hands
+    from services.faces.image_io import decode_image
+
+    t = HandThresholds.load()
+    rules = {
+        "hand rule in use (hand_check.judge_hands)": lambda hs, face: judge_hands(hs, face, t),
+        "any visible hand rejects": lambda hs, face: judge_hands(
+            hs, face, replace(t, sure_presence=2.0)
+        ),
+    }
+    counts = {name: [0, 0, 0, 0, 0, 0] for name in rules}
+    stack.hand_detector.palm_threshold = t.palm_score
+    for it in items:
+        if it.label not in ("good", "hand_malformed"):
+            continue
+        image = decode_image(it.path.read_bytes())
+        faces = [f for f in stack.detect([image])[0] if f.score >= 0.5]
+        hands = stack.hand_detector.detect([image])[0]
+        for name, rule in rules.items():
+            rejected = not rule(hands, faces[0] if faces else None).well_formed
+            c = counts[name]
+            if it.label == "good":
+                c[4] += rejected
+                c[5] += 1
+            else:
+                c[0] += rejected
+                c[1] += 1
+                if it.kind != "synthetic":
+                    c[2] += rejected
+                    c[3] += 1
+    return [HandRuleCost(name, *c) for name, c in counts.items()]

@@ -25,14 +25,26 @@ from services.faces.identity import IdentityModel
 from services.faces.image_io import decode_image
 from services.filter.scoring import CandidateScorer
 from tests.support.face_stack import built_models, face_stack
-from tests.support.filter_calibration import CALIBRATION, Outcome, manifest, rates, run
+from tests.support.filter_calibration import (
+    CALIBRATION,
+    Outcome,
+    hand_rule_costs,
+    manifest,
+    rates,
+    run,
+)
 
 # label → least share caught (for `good`: least share passed clean).
 FLOORS = {
     "eyes_closed": 0.87,  # measured 22/24 (92 %); target 90 %
     "wink": 0.95,  # measured 24/24; target 80 %
-    "gaze_iris": 0.41,  # measured 11/24 (46 %); target 70 %: NOT met
-    "hand_malformed": 0.52,  # measured 13/23 (57 %; the 5 real renders: 5/5); target 80 %
+    # measured 17/24 (71 %) with the pixel smudge and vertical-parting rules; target 70 %;
+    # before them 11/24. The floor allows one image less (16/24 = 0.667).
+    "gaze_iris": 0.66,
+    # measured 12/23 (52 %; BROKEN_HAND on 4 of the 5 real renders, the fifth refused for its
+    # eyes); target 80 %: NOT met (tests/fixtures/filter-calibration/README.md says why the
+    # finger edits are a weak test; hand_check.py what pixel evidence was tried).
+    "hand_malformed": 0.52,
     "partial": 1.0,  # measured 2/2
     "good": 0.96,  # measured 124/127 passed (2.4 % false rejects); target <= 5 %
 }
@@ -81,6 +93,22 @@ def test_every_real_malformed_hand_render_is_caught(outcomes: list[Outcome]) -> 
     # one render (handrefiner-1) is refused for its eyes, no longer for its hand.
     assert all(o.reasons for o in real), seen
     assert sum("BROKEN_HAND" in o.reasons for o in real) >= 4, seen
+
+
+@pytest.mark.slow
+def test_what_the_hand_product_rule_costs_in_good_portraits() -> None:
+    """The rule in use against its strict product form, on the good and broken-hand images.
+
+    Measured: in use, 12/23 malformed hands caught (4/5 real) for 2/127 good portraits lost
+    to BROKEN_HAND; "any visible hand rejects", 22/23 (5/5) for 12/127 (9.4 %), over the
+    5 % budget: the set's good portraits with a hand are all well-formed hands.
+    """
+    in_use, strict = hand_rule_costs(face_stack(), manifest())
+    assert in_use.good_lost <= 3, in_use
+    assert in_use.real_caught >= 4, in_use
+    assert strict.malformed_caught >= 21 and strict.real_caught == strict.real == 5, strict
+    # The strict rule loses every good portrait that shows a hand: over the 5 % budget.
+    assert strict.good_lost / strict.good > 0.05, strict
 
 
 @pytest.mark.slow
