@@ -36,7 +36,7 @@ upper lid (facts from MediaPipe's iris landmark topology, checked on the fixture
   widths one way) while an iris scaled by 0.6 or 1.45 reads 1.18-1.68.
 
 `eye_finding` turns the two eyes into at most one reason: EYES_CLOSED (either eye shut: a
-wink is a shut eye in a headshot) or EYES_INCONSISTENT (gaze, iris colour/size, one eye
+wink is a shut eye in a headshot) or EYES_INCONSISTENT (gaze, iris colour, iris height, one eye
 smudged), with the numbers behind it for the scores.
 """
 
@@ -140,7 +140,9 @@ def _eye_detail(gray: np.ndarray, region: np.ndarray) -> float:
     return float(lap[inner].var() / max(float(gray[1:-1, 1:-1][inner].var()), 1e-6))
 
 
-def _dark_iris(gray: np.ndarray, opening: np.ndarray, midline: np.ndarray, width: float):
+def _dark_iris(
+    gray: np.ndarray, opening: np.ndarray, midline: np.ndarray, width: float
+) -> tuple[float, float]:
     """(share of the opening that is iris-dark, its centroid below the midline in eye widths)."""
     values = gray[opening]
     if values.size < 10:
