@@ -58,6 +58,11 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.
     Pixels that map outside the source are black, as a crop past the frame edge should be.
     """
     m = np.asarray(m, np.float64)
+    shift = np.round(m[:, 2])
+    if np.array_equal(m[:, :2], np.eye(2)) and np.allclose(m[:, 2], shift, atol=1e-9):
+        # A whole-pixel shift (a 512² render on its 512² canvas): bilinear taps land on pixel
+        # centres, so a copy is the same result without resampling.
+        return _shifted(image, int(shift[0]), int(shift[1]), out_w, out_h)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.5 and min(image.shape[:2]) >= 4:
         # Shrinking a lot: box-reduce first so the bilinear taps do not alias.
@@ -106,6 +111,17 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.
     if image.dtype == np.uint8:
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
     return out.astype(image.dtype)
+
+
+def _shifted(image: np.ndarray, dx: int, dy: int, out_w: int, out_h: int) -> np.ndarray:
+    """`image` moved by (dx, dy) whole pixels onto a black out_w×out_h canvas."""
+    out = np.zeros((out_h, out_w, *image.shape[2:]), image.dtype)
+    h, w = image.shape[:2]
+    x0, y0 = max(0, dx), max(0, dy)
+    x1, y1 = min(out_w, dx + w), min(out_h, dy + h)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = image[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    return out
 
 
 def letterbox_matrix(h: int, w: int, size: int) -> np.ndarray:
