@@ -211,24 +211,32 @@ async def test_duplicate_names_the_kept_photos_file(gw: GatewayUnderTest) -> Non
         assert repr(name) in r.json()["violations"][0]["description"]
 
 
-async def test_submit_reuses_the_upload_verdict_unless_a_photo_was_deleted(
+async def test_submit_reuses_the_upload_verdict_and_a_deletion_rejudges_from_facts(
     gw: GatewayUnderTest,
 ) -> None:
     tenant, secret = await gw.tenant()
-    api, m, calls = gw.api(), md(secret), gw.neighbours.analyzer.calls
+    analyzer = gw.neighbours.analyzer
+    api, m, calls, images = gw.api(), md(secret), analyzer.calls, analyzer.images
     order = await new_order(gw, tenant, secret)
+    before = len(calls)
     up = await upload(gw, order, secret, fixture_files(9))
+    # Each photo analysed once as it arrived, then the set judged from their facts.
+    assert images[before:] == [1] * 9 + [0] and calls[-1] == 9
     before = len(calls)
     submitted = await api.SubmitOrder(pb.SubmitOrderRequest(name=order.name), metadata=m)
     assert submitted.state == pb.ORDER_STATE_QUEUED and len(calls) == before  # no re-analysis
     other = await new_order(gw, tenant, secret)
     up = await upload(gw, other, secret, fixture_files(9))
+    before = len(calls)
     await api.DeletePhoto(pb.DeletePhotoRequest(name=up.photos[0].name), metadata=m)
+    assert calls[before:] == [8] and images[before:] == [0]  # the changed set, from facts
+    check = await api.ListPhotos(pb.ListPhotosRequest(parent=other.name), metadata=m)
+    assert check.set_check.usable_count == 8
     before = len(calls)
     async with rest(gw, secret) as client:
         r = await client.post(f"/v1/{other.name}:submit", json={})
     assert r.status_code == 200 and r.json()["photoCount"] == 8
-    assert calls[before:] == [8]  # the changed set, judged once
+    assert calls[before:] == []  # judged at the deletion already
 
 
 async def test_preview_applies_the_upload_photo_checks(gw: GatewayUnderTest) -> None:
