@@ -150,3 +150,13 @@ async def page(engine: AsyncEngine, order_id: str, offset: int, size: int) -> li
                 .limit(size)
             )
         )
+
+
+async def forget_facts(conn: AsyncConnection, order_id: str) -> None:
+    """Drop the order's photo facts (face descriptors, near-copy signatures): biometric data,
+    deleted by the retention policy together with the photos they came from."""
+    await conn.execute(
+        sa.update(photos)
+        .where(photos.c.order_id == order_id, photos.c.selfie_facts.is_not(None))
+        .values(selfie_facts=None)
+    )
