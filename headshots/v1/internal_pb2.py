@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from headshots.v1 import headshots_pb2 as headshots_dot_v1_dot_headshots__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bheadshots/v1/internal.proto\x12\x0cheadshots.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cheadshots/v1/headshots.proto\".\n\x0bSelfieInput\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"B\n\x15\x41nalyzeSelfiesRequest\x12)\n\x06photos\x18\x01 \x03(\x0b\x32\x19.headshots.v1.SelfieInput\"`\n\x07\x46\x61\x63\x65\x42ox\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\x02\x12\x0e\n\x06height\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x11\n\tlandmarks\x18\x06 \x03(\x02\"4\n\x08HeadPose\x12\x0b\n\x03yaw\x18\x01 \x01(\x02\x12\r\n\x05pitch\x18\x02 \x01(\x02\x12\x0c\n\x04roll\x18\x03 \x01(\x02\"\xca\x02\n\x0eSelfieAnalysis\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x0e\n\x06usable\x18\x02 \x01(\x08\x12,\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x1a.headshots.v1.PhotoFinding\x12$\n\x05\x66\x61\x63\x65s\x18\x04 \x03(\x0b\x32\x15.headshots.v1.FaceBox\x12\x14\n\x0c\x66\x61\x63\x65_size_px\x18\x05 \x01(\x02\x12\x11\n\tsharpness\x18\x06 \x01(\x02\x12\x10\n\x08\x65xposure\x18\x07 \x01(\x02\x12$\n\x04pose\x18\x08 \x01(\x0b\x32\x16.headshots.v1.HeadPose\x12\x14\n\x0c\x64uplicate_of\x18\t \x01(\t\x12\x19\n\x11identity_distance\x18\n \x01(\x02\x12\x11\n\tembedding\x18\x0b \x03(\x02\x12\r\n\x05width\x18\x0c \x01(\x05\x12\x0e\n\x06height\x18\r \x01(\x05\"\xeb\x01\n\x0bSetAnalysis\x12\x18\n\x10\x64ifferent_person\x18\x01 \x03(\t\x12\x1c\n\x14identity_consistency\x18\x02 \x01(\x02\x12\x15\n\rvariety_score\x18\x03 \x01(\x02\x12\x13\n\x0bpose_spread\x18\x04 \x01(\x02\x12\x17\n\x0flighting_spread\x18\x05 \x01(\x02\x12\x14\n\x0cusable_count\x18\x06 \x01(\x05\x12\x1b\n\x13reference_embedding\x18\x07 \x03(\x02\x12,\n\x08\x66indings\x18\x08 \x03(\x0b\x32\x1a.headshots.v1.PhotoFinding\"n\n\x16\x41nalyzeSelfiesResponse\x12,\n\x06photos\x18\x01 \x03(\x0b\x32\x1c.headshots.v1.SelfieAnalysis\x12&\n\x03set\x18\x02 \x01(\x0b\x32\x19.headshots.v1.SetAnalysis\"e\n\x0ePreviewRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08style_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x15\n\rcustom_prompt\x18\x05 \x01(\t\"{\n\x0fPreviewResponse\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.headshots.v1.PreviewImage\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"W\n\x0c\x45raseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"?\n\rEraseResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.headshots.v1.DeletionReceipt\"4\n\rStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"\xad\x01\n\x0fRetentionPolicy\x12\x12\n\ndata_class\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x30\n\rdefault_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tmax_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tstarts_at\x18\x05 \x01(\t\"s\n\x11ScheduledDeletion\x12\x12\n\ndata_class\x18\x01 \x01(\t\x12,\n\x08\x64ue_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"\xa0\x01\n\x0eStatusResponse\x12/\n\x08policies\x18\x01 \x03(\x0b\x32\x1d.headshots.v1.RetentionPolicy\x12\x32\n\tscheduled\x18\x02 \x03(\x0b\x32\x1f.headshots.v1.ScheduledDeletion\x12)\n\x06ledger\x18\x03 \x03(\x0b\x32\x19.headshots.v1.LedgerEntry2l\n\rFilterService\x12[\n\x0e\x41nalyzeSelfies\x12#.headshots.v1.AnalyzeSelfiesRequest\x1a$.headshots.v1.AnalyzeSelfiesResponse2Z\n\x10GeneratorService\x12\x46\n\x07Preview\x12\x1c.headshots.v1.PreviewRequest\x1a\x1d.headshots.v1.PreviewResponse2\x99\x01\n\x10RetentionService\x12@\n\x05\x45rase\x12\x1a.headshots.v1.EraseRequest\x1a\x1b.headshots.v1.EraseResponse\x12\x43\n\x06Status\x12\x1b.headshots.v1.StatusRequest\x1a\x1c.headshots.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bheadshots/v1/internal.proto\x12\x0cheadshots.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cheadshots/v1/headshots.proto\"f\n\x0bSelfieInput\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12*\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x19.headshots.v1.SelfieFactsH\x00\x42\x08\n\x06source\"\xbb\x01\n\x0bSelfieFacts\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12,\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1a.headshots.v1.PhotoFinding\x12\x11\n\tembedding\x18\x03 \x03(\x02\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12$\n\x04pose\x18\x05 \x01(\x0b\x32\x16.headshots.v1.HeadPose\x12\x10\n\x08\x65xposure\x18\x06 \x01(\x02\x12\x0f\n\x07profile\x18\x07 \x01(\x08\"B\n\x15\x41nalyzeSelfiesRequest\x12)\n\x06photos\x18\x01 \x03(\x0b\x32\x19.headshots.v1.SelfieInput\"`\n\x07\x46\x61\x63\x65\x42ox\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\x02\x12\x0e\n\x06height\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x11\n\tlandmarks\x18\x06 \x03(\x02\"4\n\x08HeadPose\x12\x0b\n\x03yaw\x18\x01 \x01(\x02\x12\r\n\x05pitch\x18\x02 \x01(\x02\x12\x0c\n\x04roll\x18\x03 \x01(\x02\"\xf4\x02\n\x0eSelfieAnalysis\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x0e\n\x06usable\x18\x02 \x01(\x08\x12,\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x1a.headshots.v1.PhotoFinding\x12$\n\x05\x66\x61\x63\x65s\x18\x04 \x03(\x0b\x32\x15.headshots.v1.FaceBox\x12\x14\n\x0c\x66\x61\x63\x65_size_px\x18\x05 \x01(\x02\x12\x11\n\tsharpness\x18\x06 \x01(\x02\x12\x10\n\x08\x65xposure\x18\x07 \x01(\x02\x12$\n\x04pose\x18\x08 \x01(\x0b\x32\x16.headshots.v1.HeadPose\x12\x14\n\x0c\x64uplicate_of\x18\t \x01(\t\x12\x19\n\x11identity_distance\x18\n \x01(\x02\x12\x11\n\tembedding\x18\x0b \x03(\x02\x12\r\n\x05width\x18\x0c \x01(\x05\x12\x0e\n\x06height\x18\r \x01(\x05\x12(\n\x05\x66\x61\x63ts\x18\x0e \x01(\x0b\x32\x19.headshots.v1.SelfieFacts\"\xeb\x01\n\x0bSetAnalysis\x12\x18\n\x10\x64ifferent_person\x18\x01 \x03(\t\x12\x1c\n\x14identity_consistency\x18\x02 \x01(\x02\x12\x15\n\rvariety_score\x18\x03 \x01(\x02\x12\x13\n\x0bpose_spread\x18\x04 \x01(\x02\x12\x17\n\x0flighting_spread\x18\x05 \x01(\x02\x12\x14\n\x0cusable_count\x18\x06 \x01(\x05\x12\x1b\n\x13reference_embedding\x18\x07 \x03(\x02\x12,\n\x08\x66indings\x18\x08 \x03(\x0b\x32\x1a.headshots.v1.PhotoFinding\"n\n\x16\x41nalyzeSelfiesResponse\x12,\n\x06photos\x18\x01 \x03(\x0b\x32\x1c.headshots.v1.SelfieAnalysis\x12&\n\x03set\x18\x02 \x01(\x0b\x32\x19.headshots.v1.SetAnalysis\"e\n\x0ePreviewRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08style_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x15\n\rcustom_prompt\x18\x05 \x01(\t\"{\n\x0fPreviewResponse\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.headshots.v1.PreviewImage\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"W\n\x0c\x45raseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"?\n\rEraseResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.headshots.v1.DeletionReceipt\"4\n\rStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"\xad\x01\n\x0fRetentionPolicy\x12\x12\n\ndata_class\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x30\n\rdefault_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tmax_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tstarts_at\x18\x05 \x01(\t\"s\n\x11ScheduledDeletion\x12\x12\n\ndata_class\x18\x01 \x01(\t\x12,\n\x08\x64ue_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"\xa0\x01\n\x0eStatusResponse\x12/\n\x08policies\x18\x01 \x03(\x0b\x32\x1d.headshots.v1.RetentionPolicy\x12\x32\n\tscheduled\x18\x02 \x03(\x0b\x32\x1f.headshots.v1.ScheduledDeletion\x12)\n\x06ledger\x18\x03 \x03(\x0b\x32\x19.headshots.v1.LedgerEntry2l\n\rFilterService\x12[\n\x0e\x41nalyzeSelfies\x12#.headshots.v1.AnalyzeSelfiesRequest\x1a$.headshots.v1.AnalyzeSelfiesResponse2Z\n\x10GeneratorService\x12\x46\n\x07Preview\x12\x1c.headshots.v1.PreviewRequest\x1a\x1d.headshots.v1.PreviewResponse2\x99\x01\n\x10RetentionService\x12@\n\x05\x45rase\x12\x1a.headshots.v1.EraseRequest\x1a\x1b.headshots.v1.EraseResponse\x12\x43\n\x06Status\x12\x1b.headshots.v1.StatusRequest\x1a\x1c.headshots.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,39 +35,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'headshots.v1.internal_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SELFIEINPUT']._serialized_start=140
-  _globals['_SELFIEINPUT']._serialized_end=186
-  _globals['_ANALYZESELFIESREQUEST']._serialized_start=188
-  _globals['_ANALYZESELFIESREQUEST']._serialized_end=254
-  _globals['_FACEBOX']._serialized_start=256
-  _globals['_FACEBOX']._serialized_end=352
-  _globals['_HEADPOSE']._serialized_start=354
-  _globals['_HEADPOSE']._serialized_end=406
-  _globals['_SELFIEANALYSIS']._serialized_start=409
-  _globals['_SELFIEANALYSIS']._serialized_end=739
-  _globals['_SETANALYSIS']._serialized_start=742
-  _globals['_SETANALYSIS']._serialized_end=977
-  _globals['_ANALYZESELFIESRESPONSE']._serialized_start=979
-  _globals['_ANALYZESELFIESRESPONSE']._serialized_end=1089
-  _globals['_PREVIEWREQUEST']._serialized_start=1091
-  _globals['_PREVIEWREQUEST']._serialized_end=1192
-  _globals['_PREVIEWRESPONSE']._serialized_start=1194
-  _globals['_PREVIEWRESPONSE']._serialized_end=1317
-  _globals['_ERASEREQUEST']._serialized_start=1319
-  _globals['_ERASEREQUEST']._serialized_end=1406
-  _globals['_ERASERESPONSE']._serialized_start=1408
-  _globals['_ERASERESPONSE']._serialized_end=1471
-  _globals['_STATUSREQUEST']._serialized_start=1473
-  _globals['_STATUSREQUEST']._serialized_end=1525
-  _globals['_RETENTIONPOLICY']._serialized_start=1528
-  _globals['_RETENTIONPOLICY']._serialized_end=1701
-  _globals['_SCHEDULEDDELETION']._serialized_start=1703
-  _globals['_SCHEDULEDDELETION']._serialized_end=1818
-  _globals['_STATUSRESPONSE']._serialized_start=1821
-  _globals['_STATUSRESPONSE']._serialized_end=1981
-  _globals['_FILTERSERVICE']._serialized_start=1983
-  _globals['_FILTERSERVICE']._serialized_end=2091
-  _globals['_GENERATORSERVICE']._serialized_start=2093
-  _globals['_GENERATORSERVICE']._serialized_end=2183
-  _globals['_RETENTIONSERVICE']._serialized_start=2186
-  _globals['_RETENTIONSERVICE']._serialized_end=2339
+  _globals['_SELFIEINPUT']._serialized_end=242
+  _globals['_SELFIEFACTS']._serialized_start=245
+  _globals['_SELFIEFACTS']._serialized_end=432
+  _globals['_ANALYZESELFIESREQUEST']._serialized_start=434
+  _globals['_ANALYZESELFIESREQUEST']._serialized_end=500
+  _globals['_FACEBOX']._serialized_start=502
+  _globals['_FACEBOX']._serialized_end=598
+  _globals['_HEADPOSE']._serialized_start=600
+  _globals['_HEADPOSE']._serialized_end=652
+  _globals['_SELFIEANALYSIS']._serialized_start=655
+  _globals['_SELFIEANALYSIS']._serialized_end=1027
+  _globals['_SETANALYSIS']._serialized_start=1030
+  _globals['_SETANALYSIS']._serialized_end=1265
+  _globals['_ANALYZESELFIESRESPONSE']._serialized_start=1267
+  _globals['_ANALYZESELFIESRESPONSE']._serialized_end=1377
+  _globals['_PREVIEWREQUEST']._serialized_start=1379
+  _globals['_PREVIEWREQUEST']._serialized_end=1480
+  _globals['_PREVIEWRESPONSE']._serialized_start=1482
+  _globals['_PREVIEWRESPONSE']._serialized_end=1605
+  _globals['_ERASEREQUEST']._serialized_start=1607
+  _globals['_ERASEREQUEST']._serialized_end=1694
+  _globals['_ERASERESPONSE']._serialized_start=1696
+  _globals['_ERASERESPONSE']._serialized_end=1759
+  _globals['_STATUSREQUEST']._serialized_start=1761
+  _globals['_STATUSREQUEST']._serialized_end=1813
+  _globals['_RETENTIONPOLICY']._serialized_start=1816
+  _globals['_RETENTIONPOLICY']._serialized_end=1989
+  _globals['_SCHEDULEDDELETION']._serialized_start=1991
+  _globals['_SCHEDULEDDELETION']._serialized_end=2106
+  _globals['_STATUSRESPONSE']._serialized_start=2109
+  _globals['_STATUSRESPONSE']._serialized_end=2269
+  _globals['_FILTERSERVICE']._serialized_start=2271
+  _globals['_FILTERSERVICE']._serialized_end=2379
+  _globals['_GENERATORSERVICE']._serialized_start=2381
+  _globals['_GENERATORSERVICE']._serialized_end=2471
+  _globals['_RETENTIONSERVICE']._serialized_start=2474
+  _globals['_RETENTIONSERVICE']._serialized_end=2627
 # @@protoc_insertion_point(module_scope)

@@ -12,12 +12,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SelfieInput(_message.Message):
-    __slots__ = ("photo_id", "image")
+    __slots__ = ("photo_id", "image", "facts")
     PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
     photo_id: str
     image: bytes
-    def __init__(self, photo_id: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
+    facts: SelfieFacts
+    def __init__(self, photo_id: _Optional[str] = ..., image: _Optional[bytes] = ..., facts: _Optional[_Union[SelfieFacts, _Mapping]] = ...) -> None: ...
+
+class SelfieFacts(_message.Message):
+    __slots__ = ("version", "findings", "embedding", "signature", "pose", "exposure", "profile")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    POSE_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    findings: _containers.RepeatedCompositeFieldContainer[_headshots_pb2.PhotoFinding]
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    signature: bytes
+    pose: HeadPose
+    exposure: float
+    profile: bool
+    def __init__(self, version: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[_headshots_pb2.PhotoFinding, _Mapping]]] = ..., embedding: _Optional[_Iterable[float]] = ..., signature: _Optional[bytes] = ..., pose: _Optional[_Union[HeadPose, _Mapping]] = ..., exposure: _Optional[float] = ..., profile: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeSelfiesRequest(_message.Message):
     __slots__ = ("photos",)
@@ -52,7 +72,7 @@ class HeadPose(_message.Message):
     def __init__(self, yaw: _Optional[float] = ..., pitch: _Optional[float] = ..., roll: _Optional[float] = ...) -> None: ...
 
 class SelfieAnalysis(_message.Message):
-    __slots__ = ("photo_id", "usable", "findings", "faces", "face_size_px", "sharpness", "exposure", "pose", "duplicate_of", "identity_distance", "embedding", "width", "height")
+    __slots__ = ("photo_id", "usable", "findings", "faces", "face_size_px", "sharpness", "exposure", "pose", "duplicate_of", "identity_distance", "embedding", "width", "height", "facts")
     PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
     USABLE_FIELD_NUMBER: _ClassVar[int]
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +86,7 @@ class SelfieAnalysis(_message.Message):
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
     photo_id: str
     usable: bool
     findings: _containers.RepeatedCompositeFieldContainer[_headshots_pb2.PhotoFinding]
@@ -79,7 +100,8 @@ class SelfieAnalysis(_message.Message):
     embedding: _containers.RepeatedScalarFieldContainer[float]
     width: int
     height: int
-    def __init__(self, photo_id: _Optional[str] = ..., usable: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[_headshots_pb2.PhotoFinding, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[FaceBox, _Mapping]]] = ..., face_size_px: _Optional[float] = ..., sharpness: _Optional[float] = ..., exposure: _Optional[float] = ..., pose: _Optional[_Union[HeadPose, _Mapping]] = ..., duplicate_of: _Optional[str] = ..., identity_distance: _Optional[float] = ..., embedding: _Optional[_Iterable[float]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    facts: SelfieFacts
+    def __init__(self, photo_id: _Optional[str] = ..., usable: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[_headshots_pb2.PhotoFinding, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[FaceBox, _Mapping]]] = ..., face_size_px: _Optional[float] = ..., sharpness: _Optional[float] = ..., exposure: _Optional[float] = ..., pose: _Optional[_Union[HeadPose, _Mapping]] = ..., duplicate_of: _Optional[str] = ..., identity_distance: _Optional[float] = ..., embedding: _Optional[_Iterable[float]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., facts: _Optional[_Union[SelfieFacts, _Mapping]] = ...) -> None: ...
 
 class SetAnalysis(_message.Message):
     __slots__ = ("different_person", "identity_consistency", "variety_score", "pose_spread", "lighting_spread", "usable_count", "reference_embedding", "findings")

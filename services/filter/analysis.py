@@ -10,6 +10,11 @@ lighting are (a LoRA trained on 12 copies of one pose renders that pose only).
 
 Blocking findings make a photo unusable; advisory ones (a visible hand, low variety) are
 reported and change nothing. Every finding has a stable code and a sentence for a person.
+
+Each photo is analysed once. What the set's verdict needs of a photo (its own findings,
+descriptor, near-copy signature, pose, exposure) comes back as its `SelfieFacts`; a caller
+that keeps them sends them instead of the image when the set grows, and the verdict over
+facts is the verdict over the images they came from (`analyze_inputs`).
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from headshots.v1 import internal_pb2
 from headshots.v1.headshots_pb2 import PhotoFinding
 from services.faces.duplicates import (
+    DETAIL_SIZE,
     duplicate_of,
     load_duplicate_thresholds,
     near_duplicates,
 )
 from services.faces.face_stack import FaceStack, SelfieCheck
 from services.faces.identity import (
+    DIM,
     IdentityModel,
     consensus,
     distance_to_centre,
@@ -68,6 +76,19 @@ ADVISORY = frozenset({"HAND_VISIBLE", "LOW_VARIETY", "TURNED_AWAY", "PROFILE"})
 # 0.2 to 2.4 GiB. The set verdict needs only chips, descriptors and the per-photo numbers.
 # (A photo's result does not depend on its batch: the detector letterboxes each image alone.)
 ANALYSIS_BATCH = 4
+# Bump when a change to the face stack, the descriptor or the signature makes stored facts
+# incomparable with fresh ones.
+FACTS_VERSION = 1
+SIGNATURE_BYTES = DETAIL_SIZE * DETAIL_SIZE
+
+
+class FactsError(ValueError):
+    """Facts the analyzer cannot use; `stale` when they are of another FACTS_VERSION."""
+
+    def __init__(self, photo_id: str, message: str, *, stale: bool = False) -> None:
+        super().__init__(f"photo {photo_id}: {message}")
+        self.photo_id = photo_id
+        self.stale = stale
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,7 @@ class _Photo:
     chip: np.ndarray | None = None
     embedding: np.ndarray | None = None
     profile: bool = False
+    facts: internal_pb2.SelfieFacts | None = None
 
     def add(self, code: str, message: str | None = None, *, blocking: bool | None = None) -> None:
         if any(f.code == code for f in self.out.findings):
@@ -113,6 +135,20 @@ class _Photo:
     @property
     def usable(self) -> bool:
         return self.decoded and not any(f.blocking for f in self.out.findings)
+
+
+def signature_of(chip: np.ndarray) -> bytes:
+    """The near-copy signature of an aligned chip: grey, DETAIL_SIZE px square, box-filtered.
+    It is the first step of `duplicates.detail_image`, so the detail image of
+    `chip_of_signature(signature_of(chip))` equals the chip's own, to the pixel."""
+    grey = Image.fromarray(np.ascontiguousarray(chip, dtype=np.uint8)).convert("L")
+    return grey.resize((DETAIL_SIZE, DETAIL_SIZE), Image.Resampling.BOX).tobytes()
+
+
+def chip_of_signature(signature: bytes) -> np.ndarray:
+    """A signature as a chip `near_duplicates` takes (three equal channels: grey again)."""
+    grey = np.frombuffer(signature, np.uint8).reshape(DETAIL_SIZE, DETAIL_SIZE)
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def landmark_asymmetry(landmarks: np.ndarray) -> float:
@@ -162,6 +198,58 @@ class SelfieAnalyzer:
     def analyze(self, items: Sequence[tuple[str, bytes]]) -> internal_pb2.AnalyzeSelfiesResponse:
         return self.judge(self.analyze_photos(items))
 
+    def analyze_inputs(
+        self, inputs: Sequence[internal_pb2.SelfieInput]
+    ) -> internal_pb2.AnalyzeSelfiesResponse:
+        """The set's verdict over photos given as images (analysed now; their facts are
+        returned with their verdicts) or as the facts of an earlier analysis, in the order
+        given. Raises `FactsError` for facts it cannot use."""
+        photos: list[_Photo | None] = [
+            self.photo_of_facts(x.photo_id, x.facts) if x.WhichOneof("source") == "facts" else None
+            for x in inputs
+        ]
+        fresh = [i for i, p in enumerate(photos) if p is None]
+        analysed = self.analyze_photos([(inputs[i].photo_id, inputs[i].image) for i in fresh])
+        for i, p in zip(fresh, analysed, strict=True):
+            photos[i] = p
+        judged = [p for p in photos if p is not None]
+        response = self.judge(judged)
+        for i, p in zip(fresh, analysed, strict=True):
+            if p.facts is not None:
+                response.photos[i].facts.CopyFrom(p.facts)
+        return response
+
+    def photo_of_facts(self, photo_id: str, facts: internal_pb2.SelfieFacts) -> _Photo:
+        """A photo as its stored facts describe it, ready for the set's verdict."""
+        if facts.version != FACTS_VERSION:
+            raise FactsError(
+                photo_id,
+                f"facts of version {facts.version}; this filter measures version "
+                f"{FACTS_VERSION}: send the image",
+                stale=True,
+            )
+        has_face = bool(facts.embedding)
+        if has_face and len(facts.embedding) != DIM:
+            raise FactsError(
+                photo_id, f"a descriptor has {DIM} numbers, not {len(facts.embedding)}"
+            )
+        if has_face != (len(facts.signature) == SIGNATURE_BYTES):
+            raise FactsError(
+                photo_id, f"a face needs a descriptor and a {SIGNATURE_BYTES}-byte signature"
+            )
+        out = internal_pb2.SelfieAnalysis(
+            photo_id=photo_id,
+            findings=list(facts.findings),
+            pose=facts.pose,
+            exposure=facts.exposure,
+            embedding=list(facts.embedding),
+        )
+        p = _Photo(photo_id, out, decoded=True, profile=facts.profile, facts=facts)
+        if has_face:
+            p.embedding = np.asarray(facts.embedding, np.float32)
+            p.chip = chip_of_signature(facts.signature)
+        return p
+
     def analyze_photos(self, items: Sequence[tuple[str, bytes]]) -> list[_Photo]:
         """Everything about each photo on its own. Each photo is detected, cut and described
         alone (batched runs only group same-shape tensors), so a photo's result never
@@ -191,6 +279,28 @@ class SelfieAnalyzer:
             for p, e in zip(with_face, emb, strict=True):
                 p.embedding = e
                 p.out.embedding.extend(float(x) for x in e)
+        for p in decoded:
+            p.facts = self._facts(p)
+
+    def _facts(self, p: _Photo) -> internal_pb2.SelfieFacts:
+        """What the set's verdict will need of this photo, before the set adds findings.
+        The chip itself is kept only as its signature: enough to tell a copy, and the
+        verdict over the signature is the verdict over the chip."""
+        facts = internal_pb2.SelfieFacts(
+            version=FACTS_VERSION,
+            findings=list(p.out.findings),
+            pose=p.out.pose,
+            exposure=p.out.exposure,
+            profile=p.profile,
+        )
+        if p.chip is not None and p.embedding is not None:
+            facts.embedding.extend(p.out.embedding)
+            facts.signature = signature_of(p.chip)
+            # The set's verdict compares signatures, here as with stored facts: a set of
+            # fresh photos and a set of stored ones are judged on the same numbers.
+            p.chip = chip_of_signature(facts.signature)
+            p.embedding = np.asarray(facts.embedding, np.float32)
+        return facts
 
     def judge(self, photos: Sequence[_Photo]) -> internal_pb2.AnalyzeSelfiesResponse:
         """The set's verdict over photos from `analyze_photos` (each used once: findings are

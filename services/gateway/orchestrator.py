@@ -33,6 +33,7 @@ from headshots.v1 import jobs_pb2
 from services.common import metrics
 from services.common.bus.consumer import JobContext
 from services.gateway import orders as om
+from services.gateway import photo_store
 from services.gateway.jobs import generate_job
 from services.gateway.orders import Outgoing
 from services.gateway.result_summary import rejection_summary
@@ -421,6 +422,9 @@ class Orchestrator:
 
     async def _retention(self, conn: AsyncConnection, row: Any, e: jobs_pb2.OrderEvent) -> None:
         state = om.state_of(row)
+        if e.detail in ("PHOTOS", "EMBEDDINGS"):
+            # The photos are gone by policy: what the filter measured of them goes too.
+            await photo_store.forget_facts(conn, row.order_id)
         if e.detail == "RESULTS" and state == om.READY:
             await self._change(conn, row, state=om.EXPIRED)
         elif e.detail == "ERASED" and state != om.DELETED:

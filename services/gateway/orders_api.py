@@ -23,8 +23,8 @@ from services.gateway.jobs import train_job
 from services.gateway.mappers import embedding_bytes, embedding_list, photo_proto, set_check_of
 from services.gateway.orders import Outgoing
 from services.gateway.paging import offset_of, page_size, token_of
-from services.gateway.photo_analysis import analyze
-from services.gateway.photo_store import stored_photos
+from services.gateway.photo_analysis import judge_set
+from services.gateway.photo_store import store_facts, stored_photos
 from services.gateway.tables import orders, tenants
 from services.gateway.validation import (
     check_photo_count,
@@ -171,9 +171,12 @@ class OrdersApi(TenantApi):
             # its verdicts are in the rows, nothing needs analysing again.
             usable, reference = stored, embedding_list(row.reference_embedding)
             check = pb.SetCheck.FromString(bytes(row.set_check))
+            measured: dict[str, internal_pb2.SelfieFacts] = {}
         else:
-            items = [(p.photo_id, await self.d.blobs.get(p.blob_key)) for p in stored]
-            analysis = await analyze(self.d.filter, items, self.s.filter_timeout_s)
+            # Judged again from the photos' stored facts: no image is analysed twice.
+            analysis, measured = await judge_set(
+                self.d.filter, self.d.blobs, stored, [], self.s.filter_timeout_s
+            )
             by_id = {a.photo_id: a for a in analysis.photos}
             usable = [p for p in stored if p.photo_id in by_id and by_id[p.photo_id].usable]
             check_photo_count(row, len(usable))
@@ -203,6 +206,7 @@ class OrdersApi(TenantApi):
             current = await om.load(conn, row.order_id, lock=True)
             if current is None or om.state_of(current) != om.UPLOADING:
                 raise om.refuse_transition(current or row, "submit")
+            await store_facts(conn, row.order_id, measured)
             job = train_job(current, [p.blob_key for p in usable], reference)
             fresh = await om.apply(
                 conn,

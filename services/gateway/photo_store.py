@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +12,17 @@ from headshots.v1 import internal_pb2
 from services.common.storage.base import blob_key
 from services.gateway.mappers import finding_dicts
 from services.gateway.tables import photos
-from services.gateway.uploads import CleanPhoto
+
+
+@dataclass(frozen=True)
+class Spilled:
+    """A cleaned photo already in the blob store (under `photo_key`), by what its row needs:
+    its bytes are no longer held."""
+
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
 
 
 def photo_key(tenant_id: str, order_id: str, photo_id: str) -> str:
@@ -35,8 +46,9 @@ async def insert_photo(
     order_id: str,
     photo_id: str,
     filename: str,
-    photo: CleanPhoto,
+    photo: Spilled,
     verdict: internal_pb2.SelfieAnalysis,
+    facts: internal_pb2.SelfieFacts,
 ) -> None:
     await conn.execute(
         sa.insert(photos).values(
@@ -49,28 +61,48 @@ async def insert_photo(
             findings=finding_dicts(verdict.findings),
             width=photo.width,
             height=photo.height,
-            size_bytes=len(photo.data),
+            size_bytes=photo.size_bytes,
             sha256=photo.sha256,
             sharpness=verdict.sharpness,
             face_size_px=verdict.face_size_px,
             identity_distance=verdict.identity_distance,
+            selfie_facts=facts.SerializeToString(),
         )
     )
 
 
 async def update_verdict(
-    conn: AsyncConnection, order_id: str, verdict: internal_pb2.SelfieAnalysis
+    conn: AsyncConnection,
+    order_id: str,
+    verdict: internal_pb2.SelfieAnalysis,
+    facts: internal_pb2.SelfieFacts | None = None,
 ) -> None:
-    """A stored photo's verdict as part of the set it is now in."""
+    """A stored photo's verdict as part of the set it is now in (and its facts, when they
+    were measured only now)."""
+    values: dict[str, Any] = {
+        "usable": verdict.usable,
+        "findings": finding_dicts(verdict.findings),
+        "identity_distance": verdict.identity_distance,
+    }
+    if facts is not None:
+        values["selfie_facts"] = facts.SerializeToString()
     await conn.execute(
         sa.update(photos)
         .where(photos.c.order_id == order_id, photos.c.photo_id == verdict.photo_id)
-        .values(
-            usable=verdict.usable,
-            findings=finding_dicts(verdict.findings),
-            identity_distance=verdict.identity_distance,
-        )
+        .values(**values)
     )
+
+
+async def store_facts(
+    conn: AsyncConnection, order_id: str, measured: dict[str, internal_pb2.SelfieFacts]
+) -> None:
+    """Facts measured now for photos stored without them."""
+    for photo_id, facts in measured.items():
+        await conn.execute(
+            sa.update(photos)
+            .where(photos.c.order_id == order_id, photos.c.photo_id == photo_id)
+            .values(selfie_facts=facts.SerializeToString())
+        )
 
 
 async def usable_count(conn: AsyncConnection, order_id: str) -> int:
@@ -118,3 +150,13 @@ async def page(engine: AsyncEngine, order_id: str, offset: int, size: int) -> li
                 .limit(size)
             )
         )
+
+
+async def forget_facts(conn: AsyncConnection, order_id: str) -> None:
+    """Drop the order's photo facts (face descriptors, near-copy signatures): biometric data,
+    deleted by the retention policy together with the photos they came from."""
+    await conn.execute(
+        sa.update(photos)
+        .where(photos.c.order_id == order_id, photos.c.selfie_facts.is_not(None))
+        .values(selfie_facts=None)
+    )

@@ -1,12 +1,16 @@
 """HeadshotService's photo methods: the upload pipeline, listing and deleting photos.
 
 Uploads keep what passes and say what became of every photo: each photo of an UploadPhotos
-call is decoded and re-encoded as soon as its last chunk arrives (only one photo's raw
-bytes are held at a time, never a whole call), photos that pass decoding and the selfie
-check are stored, and the response lists an outcome per photo sent (stored, or refused
-with the code and a sentence). Partial success is a success. Only when nothing was stored
-does the call fail: INVALID_ARGUMENT (RESOURCE_EXHAUSTED when the order was full) with one
-field violation per refused photo (`photos[i]`, "CODE: photo i+1 (name) ...") and the
+call is decoded, re-encoded, analysed by the filter and, if it passes, written to the blob
+store as soon as its last chunk arrives, so at most one photo's raw and cleaned bytes are
+held at a time (plus each photo's few KB of facts), never a whole call. Then the set's
+verdict is asked over the stored facts of the order's earlier photos and of this call's
+(no image is analysed twice), photos the set refuses (a near-copy, another person) are
+removed again, and the response lists an outcome per photo sent (stored, or refused
+with the code and a sentence). A call that fails or is cancelled leaves nothing behind.
+Partial success is a success. Only when nothing was stored does the call fail:
+INVALID_ARGUMENT (RESOURCE_EXHAUSTED when the order was full) with one field violation
+per refused photo (`photos[i]`, "CODE: photo i+1 (name) ...") and the
 UploadPhotosResponse with the outcomes packed in the details.
 """
 
@@ -31,8 +35,9 @@ from services.gateway import photo_store
 from services.gateway.deps import TenantApi
 from services.gateway.mappers import embedding_bytes, photo_proto, set_check_of
 from services.gateway.paging import offset_of, page_size, token_of
-from services.gateway.photo_analysis import analyze
-from services.gateway.uploads import CleanPhoto, Refusal, check_size, clean
+from services.gateway.photo_analysis import describe, facts_input, judge_set
+from services.gateway.photo_store import Spilled
+from services.gateway.uploads import Refusal, check_size, clean
 from services.gateway.validation import ids_of
 from services.policy import names
 from services.policy.limits import limits
@@ -63,8 +68,11 @@ class Incoming:
     content_type: str
     data: bytearray = field(default_factory=bytearray)
     refusal: Refusal | None = None
-    clean: CleanPhoto | None = None
+    # Set once the photo passed its own checks and is in the blob store.
     photo_id: str = ""
+    spilled: Spilled | None = None
+    verdict: internal_pb2.SelfieAnalysis | None = None
+    facts: internal_pb2.SelfieFacts | None = None
 
 
 @dataclass
@@ -75,6 +83,8 @@ class Upload:
     existing: list[Any]
     room: int
     items: list[Incoming] = field(default_factory=list)
+    # Blobs this call wrote and nothing owns yet: removed if the call does not succeed.
+    keys: list[str] = field(default_factory=list)
 
     @property
     def taken(self) -> int:
@@ -92,6 +102,13 @@ def with_filenames(text: str, filenames: dict[str, str]) -> str:
     return _PHOTO_ID.sub(lambda m: repr(filenames.get(m.group(0), m.group(0))), text)
 
 
+def refusal_of(verdict: internal_pb2.SelfieAnalysis | None) -> Refusal:
+    blocking = [f for f in (verdict.findings if verdict else []) if f.blocking]
+    if not blocking:
+        return Refusal("REFUSED", "the photo check refused it")
+    return Refusal(blocking[0].code, "; ".join(f.message for f in blocking))
+
+
 class PhotosApi(TenantApi):
     async def UploadPhotos(
         self,
@@ -99,6 +116,31 @@ class PhotosApi(TenantApi):
         context: grpc.aio.ServicerContext,
     ) -> pb.UploadPhotosResponse:
         tenant_id = await self._caller(context)
+        keys: list[str] = []  # blobs this call wrote that no row owns yet
+        try:
+            upload = await self._receive(tenant_id, request_iterator, keys)
+            return await self._store_upload(tenant_id, upload)
+        except BaseException:
+            # Nothing of a failed, refused or cancelled upload stays behind.
+            await self._forget(keys)
+            raise
+
+    async def _forget(self, keys: list[str]) -> None:
+        while keys:
+            key = keys.pop()
+            try:
+                await self.d.blobs.delete(key)
+            except Exception:
+                log.exception("could not remove blob %s of a failed upload", key)
+
+    async def _receive(
+        self,
+        tenant_id: str,
+        request_iterator: AsyncIterator[pb.UploadPhotosRequest],
+        keys: list[str],
+    ) -> Upload:
+        """Read the call, taking each photo in (`_take`) as soon as its last chunk is here;
+        the blobs written go into `keys`."""
         parent = ""
         upload: Upload | None = None
         current: Incoming | None = None
@@ -116,7 +158,7 @@ class PhotosApi(TenantApi):
                 if om.state_of(row) not in om.EDITABLE:
                     raise om.refuse_transition(row, "upload photos to")
                 existing = await photo_store.stored_photos(self.d.engine, row.order_id)
-                upload = Upload(row, existing, limits().max_photos - len(existing))
+                upload = Upload(row, existing, limits().max_photos - len(existing), keys=keys)
             elif msg.parent and msg.parent != parent:
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -125,7 +167,7 @@ class PhotosApi(TenantApi):
                 )
             if msg.filename:
                 if current is not None:
-                    await self._decode(upload, current)
+                    await self._take(tenant_id, upload, current)
                 current = Incoming(len(upload.items), filename_of(msg.filename), msg.content_type)
                 upload.items.append(current)
                 if upload.room <= 0:
@@ -154,8 +196,8 @@ class PhotosApi(TenantApi):
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT, "no photos were sent", [("filename", "required")]
             )
-        await self._decode(upload, current)
-        return await self._store_upload(tenant_id, upload)
+        await self._take(tenant_id, upload, current)
+        return upload
 
     def _full(self, upload: Upload) -> Refusal:
         most = limits().max_photos
@@ -166,8 +208,10 @@ class PhotosApi(TenantApi):
             " remaining room",
         )
 
-    async def _decode(self, upload: Upload, item: Incoming) -> None:
-        """Decode and re-encode one photo as soon as it is complete; drop its raw bytes."""
+    async def _take(self, tenant_id: str, upload: Upload, item: Incoming) -> None:
+        """One complete photo: decoded and re-encoded (its raw bytes dropped), analysed on
+        its own by the filter, and, if it passes, written to the blob store (its cleaned
+        bytes dropped). What stays is a few KB: its verdict and facts."""
         data, item.data = bytes(item.data), bytearray()
         if item.refusal is not None:
             return
@@ -175,25 +219,41 @@ class PhotosApi(TenantApi):
             item.refusal = self._full(upload)
             return
         try:
-            item.clean = await asyncio.to_thread(clean, data, self.d.limits)
+            photo = await asyncio.to_thread(clean, data, self.d.limits)
         except Refusal as refusal:
             item.refusal = refusal
             return
+        del data
+        photo_id = names.new_id("p", 6)
+        verdict = await describe(self.d.filter, photo_id, photo.data, self.s.filter_timeout_s)
+        if not verdict.usable or not verdict.HasField("facts"):
+            item.refusal = refusal_of(verdict)
+            return
+        key = photo_store.photo_key(tenant_id, upload.row.order_id, photo_id)
+        upload.keys.append(key)  # listed first: a put cut short is removed too
+        await self.d.blobs.put(key, photo.data, "image/jpeg")
+        item.spilled = Spilled(photo.width, photo.height, len(photo.data), photo.sha256)
+        item.facts = verdict.facts
+        verdict.ClearField("facts")
+        verdict.ClearField("embedding")  # in the facts already
+        item.verdict, item.photo_id = verdict, photo_id
         upload.room -= 1
-        item.photo_id = names.new_id("p", 6)
 
     async def _store_upload(self, tenant_id: str, upload: Upload) -> pb.UploadPhotosResponse:
         row, existing, incoming = upload.row, upload.existing, upload.items
-        fresh = [i for i in incoming if i.clean is not None]
+        fresh = [i for i in incoming if i.photo_id]
         filenames = {p.photo_id: p.filename for p in existing}
         filenames.update({i.photo_id: i.filename for i in fresh})
         stored_rows: list[Any] = []
-        check = pb.SetCheck()
+        check = pb.SetCheck.FromString(bytes(row.set_check or b""))
         if fresh:
-            usable_existing = [p for p in existing if p.usable]
-            items = [(p.photo_id, await self.d.blobs.get(p.blob_key)) for p in usable_existing]
-            items += [(i.photo_id, i.clean.data) for i in fresh if i.clean is not None]
-            analysis = await analyze(self.d.filter, items, self.s.filter_timeout_s)
+            analysis, measured = await judge_set(
+                self.d.filter,
+                self.d.blobs,
+                [p for p in existing if p.usable],
+                [facts_input(i.photo_id, i.facts) for i in fresh if i.facts is not None],
+                self.s.filter_timeout_s,
+            )
             for verdict in analysis.photos:
                 for finding in verdict.findings:
                     finding.message = with_filenames(finding.message, filenames)
@@ -206,20 +266,15 @@ class PhotosApi(TenantApi):
             for i in fresh:
                 verdict = by_id.get(i.photo_id)
                 if verdict is None or not verdict.usable:
-                    blocking = [f for f in (verdict.findings if verdict else []) if f.blocking]
-                    first = (
-                        blocking[0]
-                        if blocking
-                        else pb.PhotoFinding(code="REFUSED", message="the photo check refused it")
-                    )
-                    i.refusal = Refusal(
-                        first.code, "; ".join(f.message for f in blocking) or first.message
-                    )
-                    i.clean = None
+                    # Refused by the set (a near-copy, another person): its blob goes again.
+                    i.refusal = refusal_of(verdict)
+                    key = photo_store.photo_key(tenant_id, row.order_id, i.photo_id)
+                    upload.keys.remove(key)
+                    await self._forget([key])
                 else:
                     accepted.append(i)
             stored_rows = await self._commit_photos(
-                tenant_id, row, accepted, by_id, check, analysis
+                tenant_id, upload, accepted, by_id, check, analysis, measured
             )
         stored_by_id = {r.photo_id: r for r in stored_rows}
         response = pb.UploadPhotosResponse(
@@ -264,63 +319,57 @@ class PhotosApi(TenantApi):
     async def _commit_photos(
         self,
         tenant_id: str,
-        row: Any,
+        upload: Upload,
         accepted: list[Incoming],
         by_id: dict[str, internal_pb2.SelfieAnalysis],
         check: pb.SetCheck,
         analysis: internal_pb2.AnalyzeSelfiesResponse,
+        measured: dict[str, internal_pb2.SelfieFacts],
     ) -> list[Any]:
-        keys = []
+        """One transaction: the accepted photos' rows (their blobs are stored already), the
+        earlier photos' fresh verdicts and the order's counts. On success the rows own the
+        blobs; on failure the caller removes them."""
+        row = upload.row
         new_ids = {i.photo_id for i in accepted}
-        try:
+        async with self.d.engine.begin() as conn:
+            current = await om.load(conn, row.order_id, lock=True)
+            if current is None or om.state_of(current) not in om.EDITABLE:
+                raise om.refuse_transition(current or row, "upload photos to")
             for i in accepted:
-                assert i.clean is not None
-                key = photo_store.photo_key(tenant_id, row.order_id, i.photo_id)
-                await self.d.blobs.put(key, i.clean.data, "image/jpeg")
-                keys.append(key)
-            async with self.d.engine.begin() as conn:
-                current = await om.load(conn, row.order_id, lock=True)
-                if current is None or om.state_of(current) not in om.EDITABLE:
-                    raise om.refuse_transition(current or row, "upload photos to")
-                for i in accepted:
-                    assert i.clean is not None
-                    await photo_store.insert_photo(
-                        conn, tenant_id, row.order_id, i.photo_id, i.filename, i.clean,
-                        by_id[i.photo_id],
-                    )  # fmt: skip
-                # Photos stored earlier get the fresh verdict of the whole set.
-                for pid, a in by_id.items():
-                    if pid not in new_ids:
-                        await photo_store.update_verdict(conn, row.order_id, a)
-                usable = await photo_store.usable_count(conn, row.order_id)
-                if accepted or usable != current.photo_count:
-                    await om.apply(
-                        conn,
-                        current,
-                        state=om.UPLOADING,
-                        values={
-                            "photo_count": usable,
-                            "set_check": check.SerializeToString(),
-                            "reference_embedding": embedding_bytes(
-                                analysis.set.reference_embedding
-                            ),
-                            "progress": om.make_progress(
-                                pb.STAGE_UPLOAD,
-                                done=usable,
-                                total=limits().min_photos,
-                                detail=f"{usable} usable photo(s)",
-                            ).SerializeToString(),
-                        },
-                    )
-                stored = await photo_store.photos_by_id(conn, row.order_id, sorted(new_ids))
-        except BaseException:
-            # Nothing of a failed upload stays behind.
-            for key in keys:
-                try:
-                    await self.d.blobs.delete(key)
-                except Exception:
-                    log.exception("could not remove blob %s of a failed upload", key)
-            raise
+                assert i.spilled is not None and i.facts is not None
+                verdict = by_id[i.photo_id]
+                # The photo's own measurements come from its own analysis; the verdict
+                # (findings, usable, distance) from the set's.
+                verdict.sharpness = i.verdict.sharpness if i.verdict else 0.0
+                verdict.face_size_px = i.verdict.face_size_px if i.verdict else 0.0
+                await photo_store.insert_photo(
+                    conn, tenant_id, row.order_id, i.photo_id, i.filename, i.spilled,
+                    verdict, i.facts,
+                )  # fmt: skip
+            # Photos stored earlier get the fresh verdict of the whole set.
+            for pid, a in by_id.items():
+                if pid not in new_ids:
+                    await photo_store.update_verdict(conn, row.order_id, a, measured.get(pid))
+            usable = await photo_store.usable_count(conn, row.order_id)
+            if accepted or usable != current.photo_count:
+                await om.apply(
+                    conn,
+                    current,
+                    state=om.UPLOADING,
+                    values={
+                        "photo_count": usable,
+                        "set_check": check.SerializeToString(),
+                        "reference_embedding": embedding_bytes(analysis.set.reference_embedding),
+                        "progress": om.make_progress(
+                            pb.STAGE_UPLOAD,
+                            done=usable,
+                            total=limits().min_photos,
+                            detail=f"{usable} usable photo(s)",
+                        ).SerializeToString(),
+                    },
+                )
+            stored = await photo_store.photos_by_id(conn, row.order_id, sorted(new_ids))
+        upload.keys.clear()  # committed: the rows own the blobs now
         order = {i.photo_id: i.index for i in accepted}
         return sorted(stored, key=lambda r: order[r.photo_id])
 
@@ -357,11 +406,57 @@ class PhotosApi(TenantApi):
                 raise om.refuse_transition(current, "delete photos of")
             await photo_store.delete_photo(conn, o, p)
             count = current.photo_count - (1 if photo.usable else 0)
-            # The set changed under its verdict: SubmitOrder judges it again.
-            await om.apply(
+            # The set changed under its verdict: no reference until it is judged again.
+            changed = await om.apply(
                 conn,
                 current,
                 values={"photo_count": max(0, count), "reference_embedding": None},
             )
         await self.d.blobs.delete(photo.blob_key)
+        if changed is not None:
+            await self._judge_again(tenant_id, changed)
         return pb.DeletePhotoResponse()
+
+    async def _judge_again(self, tenant_id: str, row: Any) -> None:
+        """The set's verdict after a deletion, from the remaining photos' stored facts (a
+        few milliseconds of the filter's time). Best effort: when a photo has no facts yet,
+        the filter does not answer, or the order changed meanwhile, the reference stays
+        cleared and SubmitOrder judges the set."""
+        remaining = await photo_store.stored_photos(self.d.engine, row.order_id)
+        usable = [r for r in remaining if r.usable]
+        if not usable or any(not r.selfie_facts for r in usable):
+            return
+        try:
+            analysis, _ = await judge_set(
+                self.d.filter, self.d.blobs, usable, [], self.s.filter_timeout_s
+            )
+        except ApiError:
+            log.info("order %s: the set is judged again at submission", row.order_id)
+            return
+        filenames = {r.photo_id: r.filename for r in remaining}
+        for verdict in analysis.photos:
+            for finding in verdict.findings:
+                finding.message = with_filenames(finding.message, filenames)
+        check = set_check_of(analysis.set, {r.photo_id: photo_proto(r).name for r in remaining})
+        async with self.d.engine.begin() as conn:
+            current = await om.load(conn, row.order_id, tenant_id, lock=True)
+            if current is None or current.version != row.version:
+                return
+            for verdict in analysis.photos:
+                await photo_store.update_verdict(conn, row.order_id, verdict)
+            count = await photo_store.usable_count(conn, row.order_id)
+            await om.apply(
+                conn,
+                current,
+                values={
+                    "photo_count": count,
+                    "set_check": check.SerializeToString(),
+                    "reference_embedding": embedding_bytes(analysis.set.reference_embedding),
+                    "progress": om.make_progress(
+                        pb.STAGE_UPLOAD,
+                        done=count,
+                        total=limits().min_photos,
+                        detail=f"{count} usable photo(s)",
+                    ).SerializeToString(),
+                },
+            )

@@ -121,6 +121,10 @@ photos = sa.Table(
     sa.Column("sharpness", sa.Float, nullable=False, server_default="0"),
     sa.Column("face_size_px", sa.Float, nullable=False, server_default="0"),
     sa.Column("identity_distance", sa.Float, nullable=False, server_default="0"),
+    # headshots.v1.SelfieFacts, serialized: what the filter measured of this photo (its face
+    # descriptor and near-copy signature: biometric, erased with the row), sent instead of
+    # the image when the set is judged again. NULL for photos stored before facts existed.
+    sa.Column("selfie_facts", sa.LargeBinary, nullable=True),
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),

@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as rpb
 from PIL import Image
 
 from headshots.v1 import headshots_pb2 as pb
+from services.common.db import engine as db
 from services.common.grpc.errors import details_of
+from services.gateway.tables import photos
 from tests.integration.test_gateway_api import fixture_files, md, new_order, upload
 from tests.support.gateway_harness import GatewayUnderTest, SimWorkers, start_gateway
 
@@ -211,24 +214,66 @@ async def test_duplicate_names_the_kept_photos_file(gw: GatewayUnderTest) -> Non
         assert repr(name) in r.json()["violations"][0]["description"]
 
 
-async def test_submit_reuses_the_upload_verdict_unless_a_photo_was_deleted(
+async def test_submit_reuses_the_upload_verdict_and_a_deletion_rejudges_from_facts(
     gw: GatewayUnderTest,
 ) -> None:
     tenant, secret = await gw.tenant()
-    api, m, calls = gw.api(), md(secret), gw.neighbours.analyzer.calls
+    analyzer = gw.neighbours.analyzer
+    api, m, calls, images = gw.api(), md(secret), analyzer.calls, analyzer.images
     order = await new_order(gw, tenant, secret)
+    before = len(calls)
     up = await upload(gw, order, secret, fixture_files(9))
+    # Each photo analysed once as it arrived, then the set judged from their facts.
+    assert images[before:] == [1] * 9 + [0] and calls[-1] == 9
     before = len(calls)
     submitted = await api.SubmitOrder(pb.SubmitOrderRequest(name=order.name), metadata=m)
     assert submitted.state == pb.ORDER_STATE_QUEUED and len(calls) == before  # no re-analysis
     other = await new_order(gw, tenant, secret)
     up = await upload(gw, other, secret, fixture_files(9))
+    before = len(calls)
     await api.DeletePhoto(pb.DeletePhotoRequest(name=up.photos[0].name), metadata=m)
+    assert calls[before:] == [8] and images[before:] == [0]  # the changed set, from facts
+    check = await api.ListPhotos(pb.ListPhotosRequest(parent=other.name), metadata=m)
+    assert check.set_check.usable_count == 8
     before = len(calls)
     async with rest(gw, secret) as client:
         r = await client.post(f"/v1/{other.name}:submit", json={})
     assert r.status_code == 200 and r.json()["photoCount"] == 8
-    assert calls[before:] == [8]  # the changed set, judged once
+    assert calls[before:] == []  # judged at the deletion already
+
+
+async def test_photos_stored_before_facts_existed_are_measured_once(
+    gw: GatewayUnderTest, postgres
+) -> None:
+    """A field database's rows have no facts: the next upload analyses their images once,
+    stores their facts, and the set's verdict is the same as with facts."""
+    tenant, secret = await gw.tenant()
+    analyzer = gw.neighbours.analyzer
+    order = await new_order(gw, tenant, secret)
+    files = fixture_files(4)
+    await upload(gw, order, secret, files[:3])
+    order_id = order.name.rsplit("/", 1)[1]
+    engine = db.create_engine(postgres.url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.update(photos).where(photos.c.order_id == order_id).values(selfie_facts=None)
+            )
+        before = len(analyzer.images)
+        # The fourth photo, and a copy of the first: still a duplicate of the old row.
+        up = await upload(gw, order, secret, [files[3], ("copy.jpg", files[0][1])])
+        # new photo, copy (each alone), then the three old rows once each, then the set
+        assert analyzer.images[before:] == [1, 1, 1, 1, 1, 0]
+        assert [(o.stored, o.code) for o in up.outcomes] == [(True, ""), (False, "DUPLICATE")]
+        assert repr(files[0][0]) in up.outcomes[1].message
+        async with engine.connect() as conn:
+            rows = list(await conn.execute(sa.select(photos).where(photos.c.order_id == order_id)))
+        assert len(rows) == 4 and all(r.selfie_facts for r in rows)
+        before = len(analyzer.images)
+        await upload(gw, order, secret, fixture_files(5)[4:])
+        assert analyzer.images[before:] == [1, 0]  # facts from now on
+    finally:
+        await engine.dispose()
 
 
 async def test_preview_applies_the_upload_photo_checks(gw: GatewayUnderTest) -> None:

@@ -189,3 +189,40 @@ async def test_two_watchers_see_every_change_once_in_order(gw: GatewayUnderTest)
     a = [(u.sequence, u.order.state) for u in first if u.sequence >= common]
     b = [(u.sequence, u.order.state) for u in second if u.sequence >= common]
     assert a == b
+
+
+async def test_photos_deleted_by_policy_take_their_facts_with_them(
+    gw: GatewayUnderTest, postgres
+) -> None:
+    """The face descriptors and signatures stored with the photos are biometric data: when
+    retention reports the photos deleted, nothing measured from them stays."""
+    import sqlalchemy as sa
+
+    from services.common.db import engine as db
+    from services.gateway.tables import photos
+
+    order, _secret = await submitted_order(gw)
+    order_id, tenant_id = order.name.rsplit("/", 1)[1], order.name.split("/")[1]
+    engine = db.create_engine(postgres.url)
+
+    async def facts() -> list[bool]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(photos.c.selfie_facts).where(photos.c.order_id == order_id)
+            )
+            return [r.selfie_facts is not None for r in rows]
+
+    try:
+        assert await facts() == [True] * 8
+        event = jobs_pb2.OrderEvent(
+            event_id=ids.retention_event_id(order_id, "PHOTOS"),
+            tenant_id=tenant_id,
+            order_id=order_id,
+            stage=pb.STAGE_RETENTION,
+            kind=jobs_pb2.EVENT_KIND_DELETED,
+            detail="PHOTOS",
+        )
+        assert await gw.app.orchestrator.apply("events.retention.deleted", event)
+        assert await facts() == [False] * 8
+    finally:
+        await engine.dispose()

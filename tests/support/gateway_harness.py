@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -42,40 +44,66 @@ from services.gateway.settings import GatewaySettings
 class RuleAnalyzer:
     """Stands in for the ONNX face stack: a near-blank image has NO_FACE; the colour
     statistics of the rest give a 4-d "embedding"; a photo whose pixels equal an earlier
-    one's is a DUPLICATE naming that photo's id, as the real analyzer words it."""
+    one's is a DUPLICATE naming that photo's id, as the real analyzer words it. Photos come
+    as images or as the facts it returned for them (a digest of the pixels stands in for
+    the near-copy signature), as with the real analyzer."""
 
     def __init__(self) -> None:
         self.calls: list[int] = []  # photos per AnalyzeSelfies call, for tests that count
+        self.images: list[int] = []  # of which sent as images (analysed in that call)
 
     def analyze(self, items: Sequence[tuple[str, bytes]]) -> internal_pb2.AnalyzeSelfiesResponse:
-        self.calls.append(len(items))
+        return self.analyze_inputs(
+            [internal_pb2.SelfieInput(photo_id=pid, image=data) for pid, data in items]
+        )
+
+    @staticmethod
+    def _facts(data: bytes) -> internal_pb2.SelfieFacts:
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        arr = np.asarray(img, dtype=np.float32)
+        facts = internal_pb2.SelfieFacts(
+            version=1,
+            embedding=[*(arr.mean(axis=(0, 1)) / 255.0), float(arr.std() / 128.0)],
+            signature=hashlib.sha256(arr.astype(np.uint8).tobytes()).digest(),
+            exposure=float(arr.mean() / 255.0),
+        )
+        if arr.std() < 4.0:
+            facts.findings.add(code="NO_FACE", message="no face was found", blocking=True)
+        return facts
+
+    def analyze_inputs(
+        self, inputs: Sequence[internal_pb2.SelfieInput]
+    ) -> internal_pb2.AnalyzeSelfiesResponse:
+        self.calls.append(len(inputs))
+        self.images.append(sum(1 for x in inputs if x.WhichOneof("source") == "image"))
         resp = internal_pb2.AnalyzeSelfiesResponse()
         usable = []
         seen: dict[bytes, str] = {}
-        for photo_id, data in items:
-            img = Image.open(io.BytesIO(data)).convert("RGB")
-            arr = np.asarray(img, dtype=np.float32)
-            emb = [*(arr.mean(axis=(0, 1)) / 255.0), float(arr.std() / 128.0)]
+        for x in inputs:
+            is_image = x.WhichOneof("source") == "image"
+            facts = self._facts(x.image) if is_image else x.facts
             a = resp.photos.add(
-                photo_id=photo_id, width=img.width, height=img.height, embedding=emb
+                photo_id=x.photo_id, embedding=facts.embedding, findings=facts.findings
             )
-            digest = arr.astype(np.uint8).tobytes()
-            if arr.std() < 4.0:
+            if is_image:
+                img = Image.open(io.BytesIO(x.image))
+                a.width, a.height = img.size
+                a.facts.CopyFrom(facts)
+            if facts.findings:
                 a.usable = False
-                a.findings.add(code="NO_FACE", message="no face was found", blocking=True)
-            elif digest in seen:
-                a.usable, a.duplicate_of = False, seen[digest]
+            elif facts.signature in seen:
+                a.usable, a.duplicate_of = False, seen[facts.signature]
                 a.findings.add(
                     code="DUPLICATE",
-                    message=f"the photo is a near-duplicate of another one ({seen[digest]})",
+                    message=f"the photo is a near-duplicate of another one ({a.duplicate_of})",
                     blocking=True,
                 )
             else:
-                seen[digest] = photo_id
+                seen[facts.signature] = x.photo_id
                 a.usable = True
-                a.sharpness = float(arr.std())
-                a.face_size_px = float(min(img.size) / 2)
-                usable.append(emb)
+                a.sharpness = float(facts.embedding[3] * 128.0)
+                a.face_size_px = float(min(a.width, a.height) / 2)
+                usable.append(list(facts.embedding))
         resp.set.usable_count = len(usable)
         resp.set.variety_score = 0.5
         resp.set.identity_consistency = 1.0
@@ -113,14 +141,16 @@ class Neighbours:
 
     server: grpc.aio.Server
     port: int
-    analyzer: RuleAnalyzer
+    analyzer: Any  # RuleAnalyzer, or the real SelfieAnalyzer when a test passes one
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
 
-async def start_neighbours(url: str, blobs: BlobStore, keyring: Keyring) -> Neighbours:
+async def start_neighbours(
+    url: str, blobs: BlobStore, keyring: Keyring, analyzer: Any = None
+) -> Neighbours:
     from services.retention.core import Retention
     from services.retention.servicer import RetentionServicer
 
@@ -132,7 +162,7 @@ async def start_neighbours(url: str, blobs: BlobStore, keyring: Keyring) -> Neig
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
     )
-    analyzer = RuleAnalyzer()
+    analyzer = analyzer or RuleAnalyzer()
     internal_pb2_grpc.add_FilterServiceServicer_to_server(FilterServicer(analyzer), server)
     internal_pb2_grpc.add_GeneratorServiceServicer_to_server(PreviewDouble(), server)
     internal_pb2_grpc.add_RetentionServiceServicer_to_server(
@@ -190,8 +220,10 @@ class GatewayUnderTest:
 
 
 async def start_gateway(
-    database_url: str, nats_url: str, tmp: Path, **overrides: object
+    database_url: str, nats_url: str, tmp: Path, *, analyzer: Any = None, **overrides: object
 ) -> GatewayUnderTest:
+    """The gateway and its neighbours; `analyzer` replaces the rule analyzer behind the
+    real FilterServicer (the real SelfieAnalyzer, for tests of the face verdicts)."""
     master = base64.b64encode(secrets.token_bytes(32)).decode()
     admin_token = secrets.token_urlsafe(24)
     base = {
@@ -213,7 +245,7 @@ async def start_gateway(
     engine = db.create_engine(database_url)
     blobs = open_blob_store(settings, engine=engine)
     keyring = Keyring(engine, load_master_key(settings), settings.master_key_id)
-    neighbours = await start_neighbours(database_url, blobs, keyring)
+    neighbours = await start_neighbours(database_url, blobs, keyring, analyzer)
     settings.filter_addr = settings.generator_addr = settings.retention_addr = neighbours.addr
     app = GatewayApp(settings)
     await app.start()
