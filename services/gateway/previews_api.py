@@ -18,7 +18,7 @@ from services.common.grpc.errors import ApiError, clip
 from services.common.grpc.server import outgoing_timeout
 from services.gateway.deps import TenantApi
 from services.gateway.paging import offset_of, page_size, token_of
-from services.gateway.photo_analysis import analyze
+from services.gateway.photo_analysis import describe
 from services.gateway.tables import preview_requests
 from services.gateway.uploads import CleanPhoto, Refusal, clean
 from services.gateway.validation import check_preview, check_request_id, request_hash, reused
@@ -106,10 +106,9 @@ class PreviewsApi(TenantApi):
             photo = await asyncio.to_thread(clean, data, self.d.limits)
         except Refusal as refusal:
             raise self._refused(refusal) from refusal
-        analysis = await analyze(self.d.filter, [("preview", photo.data)], self.s.filter_timeout_s)
-        verdict = analysis.photos[0] if analysis.photos else None
-        if verdict is None or not verdict.usable:
-            blocking = [f for f in (verdict.findings if verdict else []) if f.blocking]
+        verdict = await describe(self.d.filter, "preview", photo.data, self.s.filter_timeout_s)
+        if not verdict.usable:
+            blocking = [f for f in verdict.findings if f.blocking]
             code = blocking[0].code if blocking else "REFUSED"
             text = "; ".join(f.message for f in blocking) or "the photo check refused it"
             raise self._refused(Refusal(code, text))
