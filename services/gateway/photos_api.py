@@ -102,6 +102,23 @@ def with_filenames(text: str, filenames: dict[str, str]) -> str:
     return _PHOTO_ID.sub(lambda m: repr(filenames.get(m.group(0), m.group(0))), text)
 
 
+def set_verdict_values(
+    usable: int, check: pb.SetCheck, analysis: internal_pb2.AnalyzeSelfiesResponse
+) -> dict[str, Any]:
+    """The order's columns that follow a fresh verdict on its photo set."""
+    return {
+        "photo_count": usable,
+        "set_check": check.SerializeToString(),
+        "reference_embedding": embedding_bytes(analysis.set.reference_embedding),
+        "progress": om.make_progress(
+            pb.STAGE_UPLOAD,
+            done=usable,
+            total=limits().min_photos,
+            detail=f"{usable} usable photo(s)",
+        ).SerializeToString(),
+    }
+
+
 def refusal_of(verdict: internal_pb2.SelfieAnalysis | None) -> Refusal:
     blocking = [f for f in (verdict.findings if verdict else []) if f.blocking]
     if not blocking:
@@ -356,17 +373,7 @@ class PhotosApi(TenantApi):
                     conn,
                     current,
                     state=om.UPLOADING,
-                    values={
-                        "photo_count": usable,
-                        "set_check": check.SerializeToString(),
-                        "reference_embedding": embedding_bytes(analysis.set.reference_embedding),
-                        "progress": om.make_progress(
-                            pb.STAGE_UPLOAD,
-                            done=usable,
-                            total=limits().min_photos,
-                            detail=f"{usable} usable photo(s)",
-                        ).SerializeToString(),
-                    },
+                    values=set_verdict_values(usable, check, analysis),
                 )
             stored = await photo_store.photos_by_id(conn, row.order_id, sorted(new_ids))
         upload.keys.clear()  # committed: the rows own the blobs now
@@ -448,15 +455,5 @@ class PhotosApi(TenantApi):
             await om.apply(
                 conn,
                 current,
-                values={
-                    "photo_count": count,
-                    "set_check": check.SerializeToString(),
-                    "reference_embedding": embedding_bytes(analysis.set.reference_embedding),
-                    "progress": om.make_progress(
-                        pb.STAGE_UPLOAD,
-                        done=count,
-                        total=limits().min_photos,
-                        detail=f"{count} usable photo(s)",
-                    ).SerializeToString(),
-                },
+                values=set_verdict_values(count, check, analysis),
             )
