@@ -4,7 +4,7 @@
     faces = stack.detect([rgb, ...])          # list per image of Face (box, score, 5 points)
     mesh = stack.landmarks(rgb, faces[0][0])  # 468 points, irises, eye openness, gaze
     hands = stack.hands(rgb)                  # palms + 21 points + presence
-    chip = align_chip(rgb, face.landmarks, size=150, padding=0.25)
+    chip = stack.identity_chip(rgb, faces[0][0])  # the identity descriptor's 150x150 chip
     check = stack.check_selfie(rgb)           # reason codes for an upload
 
 Sessions come from `onnx_runtime.create_session` (CUDA when present). Identity is added by
@@ -24,6 +24,7 @@ from services.faces.eyes import EyeFinding, EyeThresholds, eye_finding
 from services.faces.face_detector import Face, FaceDetector
 from services.faces.face_mesh import FaceMesh, Mesh
 from services.faces.hands import Hand, HandDetector
+from services.faces.identity_align import identity_chip
 from services.faces.onnx_runtime import create_session
 from services.faces.quality import align_chip, exposure, head_pose, sharpness
 
@@ -179,6 +180,11 @@ class FaceStack:
         return [[h for h in hs if h.presence >= t.hand_presence] for hs in found]
 
     align_chip = staticmethod(align_chip)
+
+    def identity_chip(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The identity descriptor's chip (identity_align.identity_chip): selfies, candidates
+        and the trainer's renders are all cut this way, so their distances compare."""
+        return identity_chip(self.detector, image, face)
 
     def check_selfie(self, image: np.ndarray, faces: list[Face] | None = None) -> SelfieCheck:
         """Reason codes (PhotoFinding vocabulary) for one decoded upload."""

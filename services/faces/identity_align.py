@@ -15,16 +15,24 @@ In chip pixels a unit point p lands at (p + padding) / (1 + 2 * padding) * size.
 Landmark order (CenterFace's): image-left eye, image-right eye, nose, image-left mouth
 corner, image-right mouth corner.
 
-Once `services.faces.face_stack.align_chip` exists it should use this same template;
-this module keeps the identity path self-contained until then.
+Every descriptor in the product (selfies, candidate likeness, the trainer's checkpoint
+likeness and its reference) is cut by `identity_chip`: landmarks measured again on a
+fixed-scale crop (`FaceDetector.refine`), then this template. A reference described one way
+and renders described another would bias every likeness distance.
+(`services.faces.quality.align_chip` is a different, unpadded warp for sharpness and
+exposure; it is not for descriptors.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from services.faces.face_detector import Face, FaceDetector
 
 CHIP_SIZE = 150
 PADDING = 0.25
@@ -116,6 +124,16 @@ def align_chip(
     coeffs = (a, b, c - 0.5 * (a + b) + 0.5, d, e, f - 0.5 * (d + e) + 0.5)
     chip = pil.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
     return np.asarray(chip, dtype=np.uint8)
+
+
+def identity_chip(detector: FaceDetector, image: np.ndarray, face: Face) -> np.ndarray:
+    """The descriptor's chip of `face` in `image`: the one way every caller cuts it.
+
+    The detector's own landmarks move by 8-14 % of the eye distance with the photo's size
+    and framing (its stride-4 maps see a large photo shrunk); refined on a crop at a fixed
+    scale they depend on the face, so a selfie and a render of the same face are cut alike.
+    """
+    return align_chip(image, detector.refine(image, face))
 
 
 def align_chips(

@@ -43,7 +43,6 @@ from services.faces.identity import (
     distance_to_centre,
     load_identity_thresholds,
 )
-from services.faces.identity_align import align_chip
 from services.faces.image_io import DecodeLimits, ImageError, decode_image
 from services.faces.thresholds import load_section
 
@@ -343,7 +342,7 @@ class SelfieAnalyzer:
                 p.add("OVEREXPOSED", self._sentence("OVEREXPOSED", check))
         # A chip (and so a descriptor) for every photo with a face, usable or not: the
         # distance of a refused photo to the set is still worth reporting.
-        p.chip = align_chip(p.image, self.stack.detector.refine(p.image, main))
+        p.chip = self.stack.identity_chip(p.image, main)
 
     def _pose(self, p: _Photo, yaw: float, landmarks: np.ndarray) -> None:
         """Head turn findings, both advisory. The mesh's yaw saturates before a full profile,

@@ -39,7 +39,6 @@ from services.faces.eyes import EyeThresholds
 from services.faces.face_stack import FaceStack, Hand
 from services.faces.hand_check import HandThresholds, judge_hands
 from services.faces.identity import IdentityModel, likeness_to
-from services.faces.identity_align import align_chip
 from services.faces.image_io import ImageError, decode_image
 from services.faces.quality import head_pose
 from services.faces.thresholds import load_section
@@ -174,4 +173,6 @@ class CandidateScorer:
         scores["quality"] = float(quality)
         if quality < self.sel.min_quality:
             reasons.append("LOW_QUALITY")
-        return CandidateVerdict(scores=scores, reasons=reasons), align_chip(image, main.landmarks)
+        # Cut as the selfies were (the reference is their centre): FaceStack.identity_chip.
+        chip = self.stack.identity_chip(image, main)
+        return CandidateVerdict(scores=scores, reasons=reasons), chip

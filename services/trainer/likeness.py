@@ -78,7 +78,6 @@ class LikenessScorer:
 
     def score(self, images: Sequence[np.ndarray]) -> LikenessScore:
         from services.faces.identity import likeness_to
-        from services.faces.identity_align import align_chip
 
         images = [np.ascontiguousarray(i, dtype=np.uint8) for i in images]
         if not images:
@@ -88,7 +87,8 @@ class LikenessScorer:
         for i, (img, faces) in enumerate(zip(images, found, strict=True)):
             faces = [f for f in faces if f.score >= self.face_stack.thresholds.face_score]
             if faces:
-                chips.append(align_chip(img, faces[0].landmarks))
+                # Cut as the selfies behind the reference were (FaceStack.identity_chip).
+                chips.append(self.face_stack.identity_chip(img, faces[0]))
                 idx.append(i)
         scores = np.zeros(len(images), dtype=np.float64)
         if chips:

@@ -243,17 +243,10 @@ class Preprocessor:
                     f" needs at least {need:.0f})"
                 )
             return Rejection(name, code, message)
-        crop.identity_chip = _identity_chip(image, face.landmarks)
+        # The likeness reference when the job carries none: cut as the filter cuts selfies.
+        crop.identity_chip = self.face_stack.identity_chip(image, face)
         result.crops.append(crop)
         return None
-
-
-def _identity_chip(image: np.ndarray, landmarks5: np.ndarray) -> np.ndarray | None:
-    try:
-        from services.faces.identity_align import align_chip
-    except ImportError:
-        return None
-    return align_chip(image, landmarks5)
 
 
 def _sentence(code: str) -> str:
