@@ -6,7 +6,8 @@ Every photo goes through the per-photo half of AnalyzeSelfies alone; uploads are
 the set half (bench/identity_eval.py). Prints a table and writes
 bench/results/bench_identity.json with:
 - the descriptor's EER on genuine (same person, other shot) vs impostor pairs, and the
-  false-accept / false-reject rates at the configured `same_person_max_distance`;
+  false-accept / false-reject rates at the configured `same_person_max_distance`, also
+  among impostor pairs of one self-reported population (the London set);
 - uploads of k genuine + m impostor photos flagged exactly, uploads of strangers refused;
 - genuine photos refused as another person or as a duplicate of another shot;
 - near-copies caught and different shots called duplicates;
@@ -55,6 +56,7 @@ def main() -> None:
     t0 = time.perf_counter()
     analysed = ev.analyse(analyzer, items)
     pairs = ev.pair_report(analysed, id_cfg["same_person_max_distance"])
+    populations = ev.population_report(analysed, id_cfg["same_person_max_distance"])
     dups = ev.duplicate_report(analysed, dup_cfg)
     uploads = ev.upload_report(analyzer, analysed, impostor_sets=ns.sets)
     obama = [it for it in items if it.person == "obama" and not it.synthetic]
@@ -70,6 +72,7 @@ def main() -> None:
         },
         "thresholds": {**id_cfg, **dup_cfg},
         "pairs": pairs,
+        "same_population_pairs": populations,
         "duplicates": dups,
         "uploads": uploads,
         "timing": {
@@ -81,6 +84,7 @@ def main() -> None:
             "eer": pairs["eer"],
             "far_at_threshold": pairs["far_at_threshold"],
             "frr_at_threshold": pairs["frr_at_threshold"],
+            **{f"far_within_{k}": v["far_at_threshold"] for k, v in populations.items()},
             **{
                 f"flagged_exactly_{k}": v["flagged_exactly_rate"]
                 for k, v in uploads.items()

@@ -3,8 +3,10 @@
 The set (tests/fixtures/identity/README.md): 36 members of Congress with two official
 portraits each, taken for different Congresses (genuine pairs that are NOT duplicates), 14
 second versions of one of those shots re-processed by the source (mirrored, re-cropped,
-re-encoded: true near-copies), the fixture photos of Obama (5 shots, one stored twice) and
-Biden (3 shots), and 40 one-photo members of Congress (impostors only). Near-copies are also
+re-encoded: true near-copies), one person's 8 selfies from two sessions (6-photo uploads),
+40 people of the London set (neutral and smiling, one session; mostly Black, East and West
+Asian), the fixture photos of Obama (5 shots, one stored twice) and Biden (3 shots), and
+40 one-photo members of Congress (impostors only). Near-copies are also
 made here from every genuine shot: resized, cropped, re-encoded (labelled synthetic).
 
 Every photo is analysed alone by `SelfieAnalyzer.analyze_photos` (the per-photo half of
@@ -41,6 +43,7 @@ class Item:
     person: str
     shot: str  # photos of one shot are near-copies of each other
     synthetic: str = ""  # how a made-here near-copy was made ("" for a real file)
+    population: str = ""  # self-reported by the source (London set); "" where not recorded
 
     def data(self) -> bytes:
         raw = self.path.read_bytes()
@@ -66,7 +69,9 @@ def load_items(*, synthetic: Sequence[str] = ("resize", "jpeg")) -> list[Item]:
     with (IDENTITY / "manifest.csv").open() as fh:
         for row in csv.DictReader(fh):
             path = IDENTITY / row["file"]
-            items.append(Item(path.stem, path, row["person"], row["shot"]))
+            items.append(
+                Item(path.stem, path, row["person"], row["shot"], population=row["population"])
+            )
     for person in ("obama", "biden"):
         for path in sorted((FACES / person).glob("*.jpg")):
             # The two Bioguide files of Obama are one portrait stored twice.
@@ -169,6 +174,26 @@ def pair_report(a: Analysed, pair_limit: float) -> dict[str, float | int]:
     }
 
 
+def population_report(a: Analysed, pair_limit: float) -> dict[str, dict[str, float | int]]:
+    """False accepts at the limit among impostor pairs of one self-reported population (the
+    hard case: an impostor who looks like the person's population), per population."""
+    real = [i for i, it in enumerate(a.items) if not it.synthetic and a.ok(i)]
+    by: dict[str, list[float]] = {}
+    for i, j in itertools.combinations(real, 2):
+        x, y = a.items[i], a.items[j]
+        if x.person != y.person and x.population and x.population == y.population:
+            d = float(np.linalg.norm(a.photos[i].embedding - a.photos[j].embedding))
+            by.setdefault(x.population, []).append(d)
+    return {
+        pop: {
+            "impostor_pairs": len(d),
+            "far_at_threshold": float(np.mean(np.array(d) <= pair_limit)),
+            "impostor_min": float(min(d)),
+        }
+        for pop, d in sorted(by.items())
+    }
+
+
 def duplicate_report(a: Analysed, config: dict[str, float]) -> dict[str, float | int]:
     """Near-copies caught (same shot, other file) and different shots of one person taken
     for duplicates (the error the issue is about)."""
@@ -209,13 +234,20 @@ def shots_of(a: Analysed, person: str) -> list[str]:
     return list(seen.values())
 
 
-def impostor_pool(a: Analysed, exclude: str) -> list[str]:
-    """One usable real photo per other person."""
+def impostor_pool(a: Analysed, exclude: str, population: str = "") -> list[str]:
+    """One usable real photo per other person (of that population, when one is given)."""
     seen: dict[str, str] = {}
     for i, it in enumerate(a.items):
+        if population and it.population != population:
+            continue
         if it.person != exclude and not it.synthetic and a.ok(i):
             seen.setdefault(it.person, it.key)
     return list(seen.values())
+
+
+# (genuine, impostor) photos per upload. 6+2 is the issue's upload; 6+1, 3+1 and 2+1 the
+# single-impostor ones.
+UPLOAD_KINDS = ((6, 2), (6, 1), (5, 2), (4, 2), (3, 2), (3, 1), (2, 1))
 
 
 def upload_report(
@@ -229,8 +261,8 @@ def upload_report(
     multi = {p: shots_of(a, p) for p in people}
     out: dict[str, dict[str, float | int]] = {}
 
-    def run(kind: str, genuine: list[str], m: int, person: str) -> None:
-        pool = impostor_pool(a, person)
+    def run(kind: str, genuine: list[str], m: int, person: str, population: str = "") -> None:
+        pool = impostor_pool(a, person, population)
         r = out.setdefault(kind, {"uploads": 0, "flagged_exactly": 0, "impostors_missed": 0})
         for _ in range(impostor_sets):
             strangers = list(rng.choice(pool, size=m, replace=False))
@@ -242,9 +274,12 @@ def upload_report(
             r["impostors_missed"] += len(set(strangers) - flagged)
 
     for person, shots in multi.items():
-        for k, m in ((5, 2), (4, 2), (3, 2), (3, 1), (2, 1)):
-            # Every choice of k shots of the person (5 at most), each with fresh impostors.
-            for combo in itertools.islice(itertools.combinations(shots, k), 5):
+        for k, m in UPLOAD_KINDS:
+            # Choices of k shots of the person, each with fresh impostors: 5 at most, but
+            # every one (up to 28, C(8, 6)) for 6-photo uploads, which only the people with
+            # 6+ shots can form.
+            most = 28 if k >= 6 else 5
+            for combo in itertools.islice(itertools.combinations(shots, k), most):
                 run(f"{k}+{m}", list(combo), m, person)
     for r in out.values():
         r["flagged_exactly_rate"] = r["flagged_exactly"] / max(1, r["uploads"])
@@ -271,4 +306,14 @@ def upload_report(
         res = analyzer.judge(a.upload(keys))
         refused += res.set.usable_count == 0
     out["strangers_11"] = {"uploads": draws, "refused": refused, "refused_rate": refused / draws}
+    # Lookalike impostors: a London-set person's two photos and one impostor of the same
+    # self-reported population, the pairs the descriptor confuses most (run last, so the
+    # draws above stay as they were).
+    population_of = {it.person: it.population for it in a.items if it.population}
+    for person, shots in multi.items():
+        if person in population_of and len(shots) >= 2:
+            run("2+1-same-population", shots[:2], 1, person, population_of[person])
+    same = out.get("2+1-same-population")
+    if same:
+        same["flagged_exactly_rate"] = same["flagged_exactly"] / max(1, same["uploads"])
     return out

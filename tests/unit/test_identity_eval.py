@@ -1,7 +1,8 @@
 """The identity evaluation set holds the figures the product promises (bench/identity_eval.py).
 
-Real official portraits of 36 members of Congress taken a Congress apart, Obama and Biden
-fixtures, 40 one-photo strangers and near-copies (tests/fixtures/identity/README.md); each
+Real official portraits of 36 members of Congress taken a Congress apart, one person's 8
+selfies, 40 people of the London set (mostly Black and Asian), Obama and Biden fixtures, 40
+one-photo strangers and near-copies (tests/fixtures/identity/README.md); each
 photo analysed alone by AnalyzeSelfies' per-photo half, uploads judged by its set half.
 The numbers asserted are the issue's targets; bench/results/bench_identity.json has the
 measured values.
@@ -22,7 +23,7 @@ from services.faces.identity import load_identity_thresholds
 from services.filter.analysis import SelfieAnalyzer
 from tests.support.face_stack import built_models
 
-# ~200 photos through the whole per-photo path (about 20 s on 2 free cores); the limit is for
+# ~400 photos through the whole per-photo path (about 60 s on 2 free cores); the limit is for
 # a loaded machine.
 pytestmark = pytest.mark.timeout(1800)
 
@@ -44,30 +45,58 @@ def test_every_file_has_a_source_a_licence_and_a_label() -> None:
     files = {p.name for p in (ev.IDENTITY / "photos").glob("*.jpg")}
     assert {Path(r["file"]).name for r in rows} == files
     for r in rows:
-        assert r["source"].startswith("github:") and "public domain" in r["licence"]
+        assert r["source"].startswith("github:") and "git blob" in r["source"]
+        # Licences that allow commercial use only (never NC).
+        assert r["licence"].startswith(("public domain", "CC0", "CC-BY 4.0")), r["licence"]
         assert r["label"] and r["person"] and r["shot"]
     people = {r["person"] for r in rows}
-    assert len(people) >= 30
+    assert len(people) >= 70
+    shots: dict[str, set[str]] = {}
+    for r in rows:
+        shots.setdefault(r["person"], set()).add(r["shot"])
+    assert max(len(s) for s in shots.values()) >= 8  # 6-genuine uploads can be formed
 
 
 def test_the_descriptor_separates_people_at_the_configured_limit() -> None:
     limit = load_identity_thresholds()["same_person_max_distance"]
     r = ev.pair_report(analysed(), limit)
-    assert r["genuine_pairs"] >= 40 and r["impostor_pairs"] >= 5000
-    assert r["eer"] <= 0.02
-    assert r["far_at_threshold"] <= 0.01
+    assert r["genuine_pairs"] >= 120 and r["impostor_pairs"] >= 20000
+    # The issue's targets are EER <= 2 %, FAR <= 1 %; measured 0.77 % and 0.57 % (130 genuine
+    # / 23,509 impostor pairs): the floors hold what was measured, with a little room.
+    assert r["eer"] <= 0.01
+    assert r["far_at_threshold"] <= 0.0075
+
+
+def test_false_accepts_within_one_population_are_known() -> None:
+    """Impostors of the person's own population are the hard case. With the dlib descriptor
+    the London set's Black and East Asian faces are confused far more often than the
+    target (measured at 0.58: Black 20.2 % of 312 pairs, East Asian 15.3 % of 144, West Asian
+    1.9 % of 162, White 0 % of 112). These floors stop it getting worse; issue 16 stays
+    open on it (a better descriptor is the fix, not a threshold)."""
+    limit = load_identity_thresholds()["same_person_max_distance"]
+    r = ev.population_report(analysed(), limit)
+    assert set(r) == {"black", "east_asian", "west_asian", "white"}
+    assert r["black"]["far_at_threshold"] <= 0.21
+    assert r["east_asian"]["far_at_threshold"] <= 0.16
+    assert r["west_asian"]["far_at_threshold"] <= 0.02
+    assert r["white"]["far_at_threshold"] <= 0.01
 
 
 def test_uploads_with_impostors_name_exactly_the_impostors() -> None:
     r = ev.upload_report(analyzer(), analysed(), impostor_sets=10)
-    for kind in ("5+2", "4+2"):
+    # 6+2 / 6+1: one person's 8 selfies, every choice of 6 (28), impostors from the other
+    # 75 people (measured with 40 draws: 1,120 uploads each, all flagged exactly).
+    assert r["6+2"]["uploads"] >= 280 and r["6+1"]["uploads"] >= 280
+    for kind in ("6+2", "6+1", "5+2", "4+2"):
         assert r[kind]["flagged_exactly_rate"] >= 0.98, (kind, r[kind])
         assert r[kind]["impostors_missed"] == 0
-    # Smaller uploads: every impostor is caught; the misses are a genuine pair 30 years
-    # apart (Biden's Senate portrait) that the descriptor does not link.
+    # Smaller uploads: impostors are caught (2+1 missed 12 of 3,400 with 40 draws: London
+    # lookalikes); the other misses are genuine photos refused, a genuine pair 30 years
+    # apart (Biden's Senate portrait) that the descriptor does not link (measured 2+1 0.985,
+    # 3+2 0.91, 3+1 1.0).
     for kind in ("3+2", "3+1", "2+1"):
         assert r[kind]["impostors_missed"] <= 0.01 * r[kind]["uploads"], (kind, r[kind])
-        assert r[kind]["flagged_exactly_rate"] >= 0.8, (kind, r[kind])
+        assert r[kind]["flagged_exactly_rate"] >= 0.85, (kind, r[kind])
     assert r["genuine_uploads"]["other_person_rate"] <= 0.01
     assert r["genuine_uploads"]["duplicate_rate"] <= 0.01
     assert r["strangers_11"]["refused_rate"] == 1.0
@@ -76,7 +105,9 @@ def test_uploads_with_impostors_name_exactly_the_impostors() -> None:
 def test_only_near_copies_are_duplicates() -> None:
     r = ev.duplicate_report(analysed(), load_duplicate_thresholds())
     assert r["different_shots_called_duplicate"] <= 0.01
-    # Measured 0.57-0.59: copies the source shrank to 175 px and mirrored are mostly missed.
+    # Measured 0.71 (resize + jpeg copies): copies the source shrank to 175 px and mirrored
+    # are mostly missed. Different shots: 1 of 130 (two of the selfies taken at 30 and 45 cm
+    # seconds apart, detail correlation 0.94).
     assert r["near_copies_caught"] >= 0.5
 
 
@@ -146,3 +177,18 @@ def test_a_soft_close_up_portrait_is_found() -> None:
     assert len(found) == 1 and found[0].score >= detector.threshold
     result = analyzer().analyze_photos([("closeup", soft_closeup())])[0]
     assert "NO_FACE" not in [f.code for f in result.out.findings]
+
+
+def test_frontal_photos_get_no_head_turn_advice() -> None:
+    """None of the set's real photos (frontal: |yaw| at most 18 degrees) is told it is turned
+    away or a profile (thresholds.yaml `selfies:`; profiles themselves are not in the set)."""
+    a = analysed()
+    told = [
+        (it.key, f.code)
+        for it, p in zip(a.items, a.photos, strict=True)
+        for f in p.out.findings
+        if not it.synthetic and f.code in ("TURNED_AWAY", "PROFILE")
+    ]
+    assert told == []
+    yaws = [abs(p.out.pose.yaw) for it, p in zip(a.items, a.photos, strict=True) if p.out.faces]
+    assert len(yaws) >= 300 and max(yaws) < 20.0
