@@ -133,3 +133,16 @@ def test_scored_photos_of_the_person_stay_within_the_limit_and_others_beyond_it(
         genuine = float(np.linalg.norm(cands[i] - ref))
         other = float(np.linalg.norm(cands[(i + 1) % len(pairs)] - ref))
         assert genuine <= limit < other, (pairs[i], genuine, other)
+
+
+def test_no_service_cuts_a_descriptor_chip_its_own_way() -> None:
+    """Outside the face library, chips come from FaceStack.identity_chip only: a service
+    that imported the raw alignment (or refined landmarks itself) could drift again."""
+    services = ROOT.parents[1] / "services"
+    offenders = [
+        str(path.relative_to(services))
+        for path in services.rglob("*.py")
+        if path.parts[-2] != "faces"
+        and any(s in path.read_text() for s in ("identity_align", ".refine(", "align_chip("))
+    ]
+    assert offenders == []
