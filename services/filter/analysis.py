@@ -54,7 +54,8 @@ MESSAGES = {
     "FACE_TOO_SMALL": "the face is too small; take the photo closer",
     "BLURRED": "the face is blurred",
     "EYES_CLOSED": "the eyes are closed",
-    "EYES_INCONSISTENT": "the eyes look in different directions",
+    "EYES_INCONSISTENT": "the two eyes look different from each other (direction, iris or "
+    "sharpness); if that is how they look, keep the photo",
     "HAND_VISIBLE": "a hand is in the photo; photos without hands train better",
     "UNDEREXPOSED": "the face is too dark",
     "OVEREXPOSED": "the face is too bright (washed out)",
@@ -68,7 +69,11 @@ MESSAGES = {
     "NO_CONSISTENT_PERSON": "no one person is in most of the photos; upload photos of "
     "one person only",
 }
-ADVISORY = frozenset({"HAND_VISIBLE", "LOW_VARIETY", "TURNED_AWAY", "PROFILE"})
+# EYES_INCONSISTENT is advice on a selfie: the rules (gaze apart, iris colour or height,
+# one eye smudged) are for generation artefacts; on a real person they misfire on 2 of 161
+# plain frontal photos of the identity set, and a squint or two iris colours are that
+# person's own eyes, which must not cost them a photo.
+ADVISORY = frozenset({"HAND_VISIBLE", "LOW_VARIETY", "TURNED_AWAY", "PROFILE", "EYES_INCONSISTENT"})
 # Photos decoded and run through the face stack at once. A set is analysed in batches of
 # this many and each photo's pixels are dropped once its chip is cut: the ONNX arenas grow
 # to the largest batch they have seen, and 21 full photos in one batch took the filter from

@@ -172,6 +172,20 @@ def test_head_turns_are_advice_and_a_profile_does_not_count() -> None:
     assert response.set.usable_count == len([p for p in response.photos if p.usable]) - 1
 
 
+def test_eyes_that_differ_are_advice_on_a_selfie_and_closed_eyes_refuse_it() -> None:
+    """A real person's eyes may differ (a squint, two iris colours): the photo stays usable
+    with the finding as advice. Shut eyes would teach the model shut eyes: refused."""
+    good = render_512("obama/obama-briefing-room.jpg")
+    m = face_stack().check_selfie(good).mesh
+    assert m is not None
+    apart = shift_iris(shift_iris(good, m.eye_image_left, -0.3), m.eye_image_right, 0.3)
+    response = analyzer().analyze([("apart", png(apart))])
+    [verdict] = response.photos
+    [finding] = [f for f in verdict.findings if f.code == "EYES_INCONSISTENT"]
+    assert not finding.blocking and verdict.usable
+    assert "keep the photo" in finding.message
+
+
 def test_partial_faces_and_a_faceless_image_are_not_usable() -> None:
     names = photos("partial")
     blank = png(np.full((400, 300, 3), 200, np.uint8))
