@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image, ImageFilter
 
-from services.faces.identity import THRESHOLDS_FILE, pairwise_distances
+from services.faces import thresholds
+from services.faces.identity import pairwise_distances
 
 DETAIL_SIZE = 64
 # The inner face (eyes to mouth): the border of a chip is background and hair, which a
@@ -52,8 +52,7 @@ class DuplicatePair:
 
 
 def load_duplicate_thresholds(path: Path | None = None) -> dict[str, float]:
-    data = yaml.safe_load((path or THRESHOLDS_FILE).read_text()) or {}
-    return {k: float(v) for k, v in (data.get("duplicates") or {}).items()}
+    return {k: float(v) for k, v in thresholds.section("duplicates", path).items()}
 
 
 def detail_image(chip: np.ndarray) -> np.ndarray:

@@ -30,9 +30,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import yaml
 
-from services.faces.thresholds import THRESHOLDS_FILE
+from services.faces import thresholds
 
 FILE = "descriptor.onnx"
 CHIP_SIZE = 150
@@ -45,9 +44,7 @@ class IdentityError(ValueError):
 
 def load_identity_thresholds(path: Path | None = None) -> dict[str, float]:
     """The `identity:` section of thresholds.yaml as plain floats."""
-    data = yaml.safe_load((path or THRESHOLDS_FILE).read_text()) or {}
-    section = data.get("identity") or {}
-    return {k: float(v) for k, v in section.items()}
+    return {k: float(v) for k, v in thresholds.section("identity", path).items()}
 
 
 # ---------------------------------------------------------------------------- the model
