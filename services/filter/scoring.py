@@ -11,7 +11,8 @@ For each image (the `jobs.filter` worker sends batches of up to `score_batch`):
   other beyond what the head turn explains (melted features, mismatched eyes);
 - EYES_CLOSED: either eye shut or far narrower than the other (a wink), measured on the
   iris model's lids; EYES_INCONSISTENT: irises looking different ways, of different
-  colours or sizes, or one eye smudged (services/faces/eyes.py);
+  colours or at different heights in their eyes, or one eye smudged (services/faces/eyes.py;
+  iris size is measured but no rule: a sideways glance changes it as much as a defect);
 - BROKEN_HAND: a visible hand that is not confidently well-formed: unsure landmarks,
   spread or gesturing fingers, a hand as large as the face, extra hands, or a sure palm
   the landmark model cannot read (services/faces/hand_check.py: a product rule, since the
