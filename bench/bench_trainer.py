@@ -482,6 +482,10 @@ def bench_peer(crops: list[Any], peer_steps: tuple[int, ...] = (10, 60)) -> dict
         instance.mkdir()
         for c in train:
             Image.fromarray(c.image).save(instance / f"{Path(c.name).stem}.png")
+        # Untimed first run: the first train_lora in a process pays imports, allocator
+        # growth and kernel selection (8 s of a 9 s 5-step run); the script, a fresh process
+        # every time, pays its start-up in both of its runs, so the difference cancels it.
+        train_lora(base, crops, config.model_copy(update={"steps": 2, "validation_every": 2}))
         # Alternating: ours, the script, ours, the script.
         for steps in peer_steps:
             cfg = config.model_copy(update={"steps": steps, "validation_every": steps})
