@@ -7,7 +7,9 @@ present and every stage does its full work): CenterFace detection (letterbox + m
 decode), mesh + both irises on one face, hands (palm detector + landmark model on each palm
 found), and the whole selfie check. Batched detection is timed too; so are the two service
 paths: AnalyzeSelfies on the six obama photos and candidate scoring of a batch of 512² PNG
-renders (decode, detect, mesh, hands, descriptor, likeness). Median of `repeats`.
+renders (decode, detect, mesh, hands, descriptor, likeness), first on `--threads` intra-op
+threads one image at a time, then as the filter runs them by default (rows tagged `2x1t`:
+two images side by side, one intra-op thread each). Median of `repeats`.
 Writes bench/results/face_stack.json.
 """
 
@@ -34,6 +36,7 @@ from services.faces.identity import IdentityModel
 from services.faces.image_io import decode_image
 from services.filter.analysis import SelfieAnalyzer
 from services.filter.scoring import CandidateScorer
+from services.filter.settings import FilterSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "faces"
@@ -110,6 +113,22 @@ def main() -> None:
             lambda: scorer.score(renders, reference), args.repeats, len(renders)
         ),
     }
+    # The same two service paths as the filter runs them by default: images side by side
+    # (HS_FILTER_IMAGE_THREADS), each model run on HS_FILTER_INTRA_OP_THREADS cores.
+    fields = FilterSettings.model_fields
+    workers = int(fields["image_threads"].default)
+    intra = int(fields["intra_op_threads"].default)
+    served = SelfieAnalyzer.load(
+        MODELS, intra_op_threads=intra, prefer_gpu=False, image_threads=workers
+    )
+    served_scorer = CandidateScorer(served.stack, served.identity, pool=served.pool)
+    tag = f"{workers}x{intra}t"
+    rows[f"analyze_set{len(selfies)}_{tag}"] = median_ms(
+        lambda: served.analyze(selfies), args.repeats, len(selfies)
+    )
+    rows[f"score_batch{args.batch}_{tag}"] = median_ms(
+        lambda: served_scorer.score(renders, reference), args.repeats, len(renders)
+    )
     providers = stack.detector.session.get_providers()
     print(f"\nface stack at {SIZE}x{SIZE}, {providers[0]}, {os.cpu_count()} CPUs visible")
     print(f"{'stage':<20}{'ms/image':>10}{'images/s':>10}")

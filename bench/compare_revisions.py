@@ -46,6 +46,13 @@ def main() -> None:
     parser.add_argument("--bench", default="bench_face_stack", choices=sorted(OUTPUTS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="passed to the benchmark")
+    parser.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="THIS=REV",
+        help="also compare this tree's stage THIS with REV's stage REV (a path renamed)",
+    )
     ns = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", ns.rev], cwd=ROOT, check=True, capture_output=True
@@ -62,6 +69,10 @@ def main() -> None:
         )
         try:
             (other / "var").symlink_to(ROOT / "var")
+            # Revisions from before the face fixtures moved into the repository read them
+            # from ../shared/fixtures: give them this tree's.
+            (Path(tmp) / "shared").mkdir()
+            (Path(tmp) / "shared" / "fixtures").symlink_to(ROOT / "tests" / "fixtures")
             runs: dict[str, list[dict[str, float]]] = {"this": [], commit: []}
             for _ in range(ns.rounds):  # alternate, so both trees share the machine's moods
                 runs[commit].append(run_once(other, ns.bench, extra))
@@ -70,15 +81,17 @@ def main() -> None:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False
             )
-    stages = [s for s in runs["this"][0] if s in runs[commit][0]]
+    pairs = [(s, s) for s in runs["this"][0] if s in runs[commit][0]]
+    pairs += [tuple(p.split("=", 1)) for p in ns.pair]  # type: ignore[misc]
     table = {}
     print(f"\n{ns.bench}: this tree vs {commit}, {ns.rounds} alternating rounds (median ms/image)")
     print(f"{'stage':<20}{commit:>12}{'this':>12}{'speed ratio':>13}")
-    for stage in stages:
-        before = statistics.median(r[stage] for r in runs[commit])
+    for stage, old_stage in pairs:
+        before = statistics.median(r[old_stage] for r in runs[commit])
         after = statistics.median(r[stage] for r in runs["this"])
-        table[stage] = {"before_ms": before, "after_ms": after, "speed_ratio": before / after}
-        print(f"{stage:<20}{before:>12.1f}{after:>12.1f}{before / after:>12.2f}x")
+        name = stage if stage == old_stage else f"{stage} vs {old_stage}"
+        table[name] = {"before_ms": before, "after_ms": after, "speed_ratio": before / after}
+        print(f"{name:<20}{before:>12.1f}{after:>12.1f}{before / after:>12.2f}x")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"compare_{ns.bench}.json"
     doc = {"against": commit, "rounds": ns.rounds, "cpus": os.cpu_count(), "stages": table}

@@ -44,6 +44,7 @@ from services.faces.identity import (
     load_identity_thresholds,
 )
 from services.faces.image_io import DecodeLimits, ImageError, decode_image
+from services.faces.parallel import ImagePool
 from services.faces.thresholds import load_section
 
 # Sentences for the reason codes of FaceStack.check_selfie and of this module.
@@ -179,9 +180,11 @@ class SelfieAnalyzer:
         thresholds: SelfieThresholds | None = None,
         identity_config: Mapping[str, float] | None = None,
         duplicate_config: Mapping[str, float] | None = None,
+        pool: ImagePool | None = None,
     ) -> None:
         self.stack = stack
         self.identity = identity
+        self.pool = pool or ImagePool()
         self.limits = limits or DecodeLimits()
         self.t = thresholds or SelfieThresholds.load()
         self.id_cfg = dict(identity_config or load_identity_thresholds())
@@ -189,13 +192,18 @@ class SelfieAnalyzer:
 
     @classmethod
     def load(
-        cls, models_dir: Path, *, intra_op_threads: int = 0, prefer_gpu: bool = True
+        cls,
+        models_dir: Path,
+        *,
+        intra_op_threads: int = 0,
+        prefer_gpu: bool = True,
+        image_threads: int = 1,
     ) -> SelfieAnalyzer:
         stack = FaceStack.load(models_dir, intra_op_threads=intra_op_threads, prefer_gpu=prefer_gpu)
         identity = IdentityModel.load(
             models_dir, intra_op_threads=intra_op_threads, prefer_gpu=prefer_gpu
         )
-        return cls(stack, identity)
+        return cls(stack, identity, pool=ImagePool(image_threads))
 
     # ------------------------------------------------------------------ per photo
 
@@ -258,9 +266,14 @@ class SelfieAnalyzer:
         """Everything about each photo on its own. Each photo is detected, cut and described
         alone (batched runs only group same-shape tensors), so a photo's result never
         depends on the other photos of the call."""
+        return self.pool.map_batch(self._analyze_part, items)
+
+    def _analyze_part(self, items: Sequence[tuple[str, bytes]]) -> list[_Photo]:
         photos = [_Photo(pid, internal_pb2.SelfieAnalysis(photo_id=pid)) for pid, _ in items]
-        for start in range(0, len(photos), ANALYSIS_BATCH):
-            end = start + ANALYSIS_BATCH
+        # The pool's threads share the memory bound: ANALYSIS_BATCH photos decoded at once.
+        step = max(1, ANALYSIS_BATCH // self.pool.workers)
+        for start in range(0, len(photos), step):
+            end = start + step
             self._analyze_batch(photos[start:end], [data for _, data in items[start:end]])
         return photos
 

@@ -41,6 +41,7 @@ from services.faces.face_stack import FaceStack, Hand
 from services.faces.hand_check import HandThresholds, judge_hands
 from services.faces.identity import IdentityModel, likeness_to
 from services.faces.image_io import ImageError, decode_image
+from services.faces.parallel import ImagePool
 from services.faces.quality import head_pose
 from services.faces.thresholds import load_section
 from services.filter.selection import SelectionConfig
@@ -74,6 +75,7 @@ class CandidateScorer:
         selection: SelectionConfig | None = None,
         hands: HandThresholds | None = None,
         eyes: EyeThresholds | None = None,
+        pool: ImagePool | None = None,
     ) -> None:
         self.stack = stack
         self.identity = identity
@@ -81,8 +83,15 @@ class CandidateScorer:
         self.sel = selection or SelectionConfig.load()
         self.hand_t = hands or HandThresholds.load()
         self.eye_t = eyes or EyeThresholds.load()
+        self.pool = pool or ImagePool()
 
     def score(
+        self, images: Sequence[bytes], reference: np.ndarray | None
+    ) -> list[CandidateVerdict]:
+        """One verdict per image, in order; parts of the batch side by side (`pool`)."""
+        return self.pool.map_batch(lambda part: self._score(part, reference), images)
+
+    def _score(
         self, images: Sequence[bytes], reference: np.ndarray | None
     ) -> list[CandidateVerdict]:
         verdicts: list[CandidateVerdict | None] = [None] * len(images)
