@@ -11,7 +11,8 @@ bench/results/bench_identity.json with:
 - uploads of k genuine + m impostor photos flagged exactly, uploads of strangers refused;
 - genuine photos refused as another person or as a duplicate of another shot;
 - near-copies caught and different shots called duplicates;
-- AnalyzeSelfies ms per photo on 2 onnxruntime threads (8 photos in one call).
+- AnalyzeSelfies ms per photo as the filter runs it (HS_FILTER_IMAGE_THREADS photos side by
+  side, HS_FILTER_INTRA_OP_THREADS each; 8 photos in one call).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bench import identity_eval as ev
 from services.faces.duplicates import load_duplicate_thresholds
 from services.faces.identity import load_identity_thresholds
 from services.filter.analysis import SelfieAnalyzer
+from services.filter.settings import FilterSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "bench_identity.json"
@@ -49,7 +51,14 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=default_models)
     parser.add_argument("--sets", type=int, default=40, help="impostor draws per genuine set")
     ns = parser.parse_args()
-    analyzer = SelfieAnalyzer.load(ns.models, intra_op_threads=2, prefer_gpu=False)
+    # As the filter runs it by default: photos side by side, one intra-op thread each.
+    fields = FilterSettings.model_fields
+    analyzer = SelfieAnalyzer.load(
+        ns.models,
+        intra_op_threads=int(fields["intra_op_threads"].default),
+        image_threads=int(fields["image_threads"].default),
+        prefer_gpu=False,
+    )
     id_cfg = load_identity_thresholds()
     dup_cfg = load_duplicate_thresholds()
     items = ev.load_items()
