@@ -1,13 +1,12 @@
 """Several images worked on at once, each model run on one core, instead of one image at
 a time with every core inside each run.
 
-The face stack's models are small: on 2 CPU cores a CenterFace or mesh run is only ~1.2×
-faster on two intra-op threads than on one, so a batch of candidates is scored 1.7× faster
-(4.5 → 7.7 images/s at 512², same verdicts) when two images go through the stack side by
-side with one intra-op thread each (measured with bench/compare_revisions.py's machine,
-2026-12-02). onnxruntime sessions are safe to run from several threads, and every image is
-judged on its own (the detector letterboxes each image alone), so splitting a batch
-changes no result.
+The face stack's models are small: on 2 CPU cores a CenterFace or mesh run is only ~1.2x
+faster on two intra-op threads than on one, so a batch of candidates is scored 1.7x faster
+(4.5 -> 7.7 images/s at 512², same verdicts) when two images go through the stack side by
+side with one intra-op thread each (2-vCPU machine, 2026-12-02; bench/RESULTS.md).
+onnxruntime sessions are safe to run from several threads, and every image is judged on its
+own (the detector letterboxes each image alone), so splitting a batch changes no result.
 """
 
 from __future__ import annotations
