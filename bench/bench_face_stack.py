@@ -115,14 +115,10 @@ def main() -> None:
     }
     # The same two service paths as the filter runs them by default: images side by side
     # (HS_FILTER_IMAGE_THREADS), each model run on HS_FILTER_INTRA_OP_THREADS cores.
-    fields = FilterSettings.model_fields
-    workers = int(fields["image_threads"].default)
-    intra = int(fields["intra_op_threads"].default)
-    served = SelfieAnalyzer.load(
-        MODELS, intra_op_threads=intra, prefer_gpu=False, image_threads=workers
-    )
+    settings = FilterSettings()
+    served = SelfieAnalyzer.served(settings, MODELS, prefer_gpu=False)
     served_scorer = CandidateScorer(served.stack, served.identity, pool=served.pool)
-    tag = f"{workers}x{intra}t"
+    tag = f"{settings.image_threads}x{settings.intra_op_threads}t"
     rows[f"analyze_set{len(selfies)}_{tag}"] = median_ms(
         lambda: served.analyze(selfies), args.repeats, len(selfies)
     )

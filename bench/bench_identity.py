@@ -51,14 +51,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=default_models)
     parser.add_argument("--sets", type=int, default=40, help="impostor draws per genuine set")
     ns = parser.parse_args()
-    # As the filter runs it by default: photos side by side, one intra-op thread each.
-    fields = FilterSettings.model_fields
-    analyzer = SelfieAnalyzer.load(
-        ns.models,
-        intra_op_threads=int(fields["intra_op_threads"].default),
-        image_threads=int(fields["image_threads"].default),
-        prefer_gpu=False,
-    )
+    # As the filter runs it: photos side by side, one intra-op thread each by default.
+    analyzer = SelfieAnalyzer.served(FilterSettings(), ns.models, prefer_gpu=False)
     id_cfg = load_identity_thresholds()
     dup_cfg = load_duplicate_thresholds()
     items = ev.load_items()

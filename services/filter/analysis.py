@@ -46,6 +46,7 @@ from services.faces.identity import (
 from services.faces.image_io import DecodeLimits, ImageError, decode_image
 from services.faces.parallel import ImagePool
 from services.faces.thresholds import load_section
+from services.filter.settings import FilterSettings
 
 # Sentences for the reason codes of FaceStack.check_selfie and of this module.
 MESSAGES = {
@@ -204,6 +205,19 @@ class SelfieAnalyzer:
             models_dir, intra_op_threads=intra_op_threads, prefer_gpu=prefer_gpu
         )
         return cls(stack, identity, pool=ImagePool(image_threads))
+
+    @classmethod
+    def served(
+        cls, settings: FilterSettings, models_dir: Path | None = None, *, prefer_gpu: bool = True
+    ) -> SelfieAnalyzer:
+        """As the filter service runs it: HS_FILTER_IMAGE_THREADS photos side by side, each
+        model run on HS_FILTER_INTRA_OP_THREADS cores (the service and the benches)."""
+        return cls.load(
+            models_dir or settings.models_path(),
+            intra_op_threads=settings.intra_op_threads,
+            image_threads=settings.image_threads,
+            prefer_gpu=prefer_gpu,
+        )
 
     # ------------------------------------------------------------------ per photo
 

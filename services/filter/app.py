@@ -21,12 +21,7 @@ async def start_filter(
     host: ServiceHost, settings: FilterSettings, servicer: FilterServicer
 ) -> None:
     # 1. Models: ONNX sessions are thread-safe for run(), so the servicer and worker share them.
-    analyzer = await asyncio.to_thread(
-        SelfieAnalyzer.load,
-        settings.models_path(),
-        intra_op_threads=settings.intra_op_threads,
-        image_threads=settings.image_threads,
-    )
+    analyzer = await asyncio.to_thread(SelfieAnalyzer.served, settings)
     scorer = CandidateScorer(analyzer.stack, analyzer.identity, pool=analyzer.pool)
     servicer.analyzer = analyzer
     selection = SelectionConfig.load(settings.thresholds_file)

@@ -9,7 +9,6 @@ with a WARNING."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from services.common.bus.liveness import ConsumerWatch
 from services.common.db.engine import create_engine
 from services.common.outages import RetryPolicy
 from services.gateway.tables import orders
+from tests.support.bus_helpers import running
 from tests.support.gateway_harness import GatewayUnderTest, start_gateway
 
 pytestmark = pytest.mark.integration
@@ -68,16 +68,6 @@ def train_job(order: str) -> jobs_pb2.TrainJob:
     return jobs_pb2.TrainJob(job_id=ids.train_job_id(order), tenant_id="t", order_id=order)
 
 
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await task
-
-
 async def test_job_waits_out_a_database_outage_in_one_delivery(own_pg: Postgres, bus: Bus) -> None:
     engine = create_engine(own_pg.url)
     async with engine.begin() as conn:
@@ -102,7 +92,7 @@ async def test_job_waits_out_a_database_outage_in_one_delivery(own_pg: Postgres,
         max_deliver=2,
         retry=RetryPolicy(budget_s=60, base_s=0.2, cap_s=1.0),
     )
-    async with running(worker):
+    async with running(worker, drain=True):
         own_pg.stop()
         await bus.publish(ids.TRAIN, train_job("o1"), msg_id="o1:train")
         async with asyncio.timeout(20):
@@ -136,7 +126,7 @@ async def test_outage_past_the_budget_dead_letters_with_its_cause(bus: Bus) -> N
         max_deliver=3,
         retry=RetryPolicy(budget_s=1.5, base_s=0.2, cap_s=0.5),
     )
-    async with running(worker):
+    async with running(worker, drain=True):
         await bus.publish(ids.TRAIN, train_job("o2"), msg_id="o2:train")
         async with asyncio.timeout(20):
             while not await list_dead_letters(bus):  # noqa: ASYNC110
@@ -156,7 +146,7 @@ async def test_deadletters_cli_counts_replays_and_purges(bus: Bus, tmp_path: Pat
             raise PermanentError("bad photos")
 
     worker = Worker(bus, ids.TRAIN, "trainer", poison, ack_wait=5, max_deliver=2)
-    async with running(worker):
+    async with running(worker, drain=True):
         for order in ("o3", "o4"):
             await bus.publish(ids.TRAIN, train_job(order), msg_id=f"{order}:train")
         async with asyncio.timeout(20):
@@ -301,7 +291,7 @@ async def test_consumer_with_work_and_no_worker_is_reported_stalled(bus: Bus) ->
     await bus.publish(ids.TRAIN, train_job("o5"), msg_id="o5:train")
     [state] = await watch.check()
     assert state.stalled and state.work == 1 and stalled._value.get() == 1
-    async with running(worker):
+    async with running(worker, drain=True):
         async with asyncio.timeout(10):
             while (await watch.check())[0].stalled:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
@@ -335,7 +325,7 @@ async def test_a_job_of_a_killed_worker_is_redelivered_with_a_warning(
     assert taken.metadata.num_delivered == 1
     await dead.unsubscribe()
     with caplog.at_level("WARNING", logger="services.common.bus.handler"):
-        async with running(worker):
+        async with running(worker, drain=True):
             async with asyncio.timeout(20):
                 while not trainer.ran:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)

@@ -25,14 +25,16 @@ async def wait_until(pred: Callable[[], bool], within: float = 10.0, what: str =
 
 
 @contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    """Run a worker for the duration of the block; stop it without draining after."""
+async def running(worker: Worker, *, drain: bool = False) -> AsyncIterator[Worker]:
+    """Run a worker for the duration of the block; stop it after (without draining unless
+    `drain`)."""
     task = asyncio.create_task(worker.run())
     try:
         yield worker
     finally:
-        await worker.stop(drain=False)
-        await asyncio.wait_for(task, 10)
+        await worker.stop(drain=drain)
+        # A drain may take the worker's whole shutdown grace.
+        await asyncio.wait_for(task, 10 + (worker.shutdown_grace if drain else 0))
 
 
 def spawn_python(code: str, *args: str) -> subprocess.Popen[str]:
