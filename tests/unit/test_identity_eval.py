@@ -61,24 +61,27 @@ def test_the_descriptor_separates_people_at_the_configured_limit() -> None:
     limit = load_identity_thresholds()["same_person_max_distance"]
     r = ev.pair_report(analysed(), limit)
     assert r["genuine_pairs"] >= 120 and r["impostor_pairs"] >= 20000
-    # The issue's targets are EER <= 2 %, FAR <= 1 %; measured 0.77 % and 0.57 % (130 genuine
-    # / 23,509 impostor pairs): the floors hold what was measured, with a little room.
+    # The issue's targets are EER <= 2 %, FAR <= 1 %; measured 0.77 % and, at the limit of
+    # 0.50, 0.10 % (132 genuine / 23,509 impostor pairs; 0.56 % at the former 0.58): the
+    # floors hold what was measured, with a little room.
     assert r["eer"] <= 0.01
-    assert r["far_at_threshold"] <= 0.0075
+    assert r["far_at_threshold"] <= 0.003
 
 
 def test_false_accepts_within_one_population_are_known() -> None:
     """Impostors of the person's own population are the hard case. With the dlib descriptor
     the London set's Black and East Asian faces are confused far more often than the
-    target (measured at 0.58: Black 20.2 % of 312 pairs, East Asian 15.3 % of 144, West Asian
-    1.9 % of 162, White 0 % of 112). These floors stop it getting worse; issue 16 stays
-    open on it (a better descriptor is the fix, not a threshold)."""
+    target. At the former limit 0.58: Black 20.2 % of 312 pairs, East Asian 15.3 % of 144,
+    West Asian 1.9 % of 162, White 0 % of 112; at 0.50 (thresholds.yaml has the sweep):
+    Black 5.1 %, East Asian 2.1 %, West Asian and White 0 %. These floors stop it getting
+    worse; issue 16 stays open on the Black pairs (no better licence-clean descriptor was
+    found, bench/RESULTS.md)."""
     limit = load_identity_thresholds()["same_person_max_distance"]
     r = ev.population_report(analysed(), limit)
     assert set(r) == {"black", "east_asian", "west_asian", "white"}
-    assert r["black"]["far_at_threshold"] <= 0.21
-    assert r["east_asian"]["far_at_threshold"] <= 0.16
-    assert r["west_asian"]["far_at_threshold"] <= 0.02
+    assert r["black"]["far_at_threshold"] <= 0.06
+    assert r["east_asian"]["far_at_threshold"] <= 0.03
+    assert r["west_asian"]["far_at_threshold"] <= 0.01
     assert r["white"]["far_at_threshold"] <= 0.01
 
 
@@ -90,21 +93,19 @@ def test_uploads_with_impostors_name_exactly_the_impostors() -> None:
     for kind in ("6+2", "6+1", "5+2", "4+2"):
         assert r[kind]["flagged_exactly_rate"] >= 0.98, (kind, r[kind])
         assert r[kind]["impostors_missed"] == 0
-    # Smaller uploads: impostors are caught (2+1 missed 12 of 3,400 with 40 draws: London
-    # lookalikes); the other misses are genuine photos refused, a genuine pair 30 years
-    # apart (Biden's Senate portrait) that the descriptor does not link (measured 2+1 0.985,
-    # 3+2 0.91, 3+1 1.0).
+    # Smaller uploads: impostors are caught; the other misses are genuine photos refused:
+    # Biden's 1970s and 2013 portraits, 0.588 apart, which the descriptor does not link
+    # (measured at 0.50 with 10 draws: 2+1 0.989, 3+2 0.91, 3+1 0.91).
     for kind in ("3+2", "3+1", "2+1"):
         assert r[kind]["impostors_missed"] <= 0.01 * r[kind]["uploads"], (kind, r[kind])
         assert r[kind]["flagged_exactly_rate"] >= 0.85, (kind, r[kind])
     # Lookalikes: a London-set person's 2 photos + 1 impostor of the same self-reported
-    # population. Measured with 40 draws: 50 of 1,560 impostors missed (3.2 %, the issue's
-    # >= 99 % is not met: the descriptor confuses Black and East Asian faces, see
-    # test_false_accepts_within_one_population_are_known); with these 10: 8 of 390.
+    # population, the pairs the descriptor confuses most. At the former limit 0.58 50 of
+    # 1,560 impostors were missed (40 draws); at 0.50 none of 400 (10 draws).
     same = r["2+1-same-population"]
     assert same["uploads"] >= 380
-    assert same["impostors_missed"] <= 0.04 * same["uploads"], same
-    assert same["flagged_exactly_rate"] >= 0.95, same
+    assert same["impostors_missed"] <= 0.01 * same["uploads"], same
+    assert same["flagged_exactly_rate"] >= 0.98, same
     assert r["genuine_uploads"]["other_person_rate"] <= 0.01
     assert r["genuine_uploads"]["duplicate_rate"] <= 0.01
     assert r["strangers_11"]["refused_rate"] == 1.0
