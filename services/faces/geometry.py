@@ -64,11 +64,22 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.
         # centres, so a copy is the same result without resampling.
         return _shifted(image, int(shift[0]), int(shift[1]), out_w, out_h)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    f = 1
     if scale < 0.5 and min(image.shape[:2]) >= 4:
         # Shrinking a lot: box-reduce first so the bilinear taps do not alias.
+        f = max(1, min(int(1 / scale), min(image.shape[:2]) // 2))
+    window = _source_window(m, out_w, out_h, image.shape[0], image.shape[1], f)
+    if window is None:
+        return np.zeros((out_h, out_w, *image.shape[2:]), image.dtype)
+    # Only the part of the photo the output samples is reduced and resampled: a 64 px eye
+    # crop no longer copies and box-reduces a whole 12-megapixel upload (the same pixels
+    # come out, see _source_window).
+    x0, y0, x1, y1 = window
+    image = image[y0:y1, x0:x1]
+    m = np.hstack([m[:, :2], (m[:, 2] + m[:, :2] @ np.array([x0, y0], np.float64))[:, None]])
+    if f > 1:
         from PIL import Image
 
-        f = max(1, min(int(1 / scale), min(image.shape[:2]) // 2))
         image = np.asarray(Image.fromarray(image).reduce(f))
         offset = (f - 1) / 2.0
         m = np.hstack([m[:, :2] * f, (m[:, 2] + m[:, :2] @ np.array([offset, offset]))[:, None]])
@@ -111,6 +122,33 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.
     if image.dtype == np.uint8:
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
     return out.astype(image.dtype)
+
+
+def _source_window(
+    m: np.ndarray, out_w: int, out_h: int, h: int, w: int, block: int
+) -> tuple[int, int, int, int] | None:
+    """The rectangle of source pixels (x0, y0, x1, y1) the warp by `m` can read, or None.
+
+    Every bilinear tap of the output lies inside the box around the output's corners mapped
+    back, so a margin of two reduced pixels past it holds every tap and its neighbour: the
+    sampler never meets a cut edge that the whole image would not have. The window starts
+    on a multiple of `block` and, unless it ends at the photo's edge, spans whole blocks,
+    so a box-reduce of the window gives exactly the reduced photo's pixels there.
+    """
+    inv = invert_affine(m)
+    corners = np.array([[0, 0], [out_w, 0], [0, out_h], [out_w, out_h]], np.float64)
+    src = corners @ inv[:, :2].T + inv[:, 2]
+    margin = 2 * block + 1
+    lo = np.floor(src.min(0)) - margin
+    hi = np.ceil(src.max(0)) + margin
+    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
+    x1, y1 = min(w, int(hi[0])), min(h, int(hi[1]))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    x0, y0 = x0 - x0 % block, y0 - y0 % block
+    x1 = min(w, x0 + -(-(x1 - x0) // block) * block)
+    y1 = min(h, y0 + -(-(y1 - y0) // block) * block)
+    return x0, y0, x1, y1
 
 
 def _shifted(image: np.ndarray, dx: int, dy: int, out_w: int, out_h: int) -> np.ndarray:
