@@ -5,6 +5,8 @@ The filter image has no OpenCV; these few functions are all the face stack needs
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -75,8 +77,9 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.
     # crop no longer copies and box-reduces a whole 12-megapixel upload (the same pixels
     # come out, see _source_window).
     x0, y0, x1, y1 = window
-    image = image[y0:y1, x0:x1]
-    m = np.hstack([m[:, :2], (m[:, 2] + m[:, :2] @ np.array([x0, y0], np.float64))[:, None]])
+    if (x1 - x0, y1 - y0) != (image.shape[1], image.shape[0]):
+        image = image[y0:y1, x0:x1]
+        m = np.hstack([m[:, :2], (m[:, 2] + m[:, :2] @ np.array([x0, y0], np.float64))[:, None]])
     if f > 1:
         from PIL import Image
 
@@ -135,16 +138,22 @@ def _source_window(
     on a multiple of `block` and, unless it ends at the photo's edge, spans whole blocks,
     so a box-reduce of the window gives exactly the reduced photo's pixels there.
     """
-    inv = invert_affine(m)
-    corners = np.array([[0, 0], [out_w, 0], [0, out_h], [out_w, out_h]], np.float64)
-    src = corners @ inv[:, :2].T + inv[:, 2]
+    (a, b, c), (d, e, f) = m.tolist()
+    det = a * e - b * d
+    # The output's corners taken back to the photo (the 2x2 inverse written out: this runs
+    # for every crop, and np.linalg costs more than the arithmetic).
+    xs, ys = [], []
+    for u, v in ((0, 0), (out_w, 0), (0, out_h), (out_w, out_h)):
+        du, dv = u - c, v - f
+        xs.append((e * du - b * dv) / det)
+        ys.append((a * dv - d * du) / det)
     margin = 2 * block + 1
-    lo = np.floor(src.min(0)) - margin
-    hi = np.ceil(src.max(0)) + margin
-    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
-    x1, y1 = min(w, int(hi[0])), min(h, int(hi[1]))
+    x0, y0 = max(0, math.floor(min(xs)) - margin), max(0, math.floor(min(ys)) - margin)
+    x1, y1 = min(w, math.ceil(max(xs)) + margin), min(h, math.ceil(max(ys)) + margin)
     if x1 <= x0 or y1 <= y0:
         return None
+    if (x1 - x0) * (y1 - y0) > h * w // 2:
+        return 0, 0, w, h  # most of the photo: cutting the window would only add a copy
     x0, y0 = x0 - x0 % block, y0 - y0 % block
     x1 = min(w, x0 + -(-(x1 - x0) // block) * block)
     y1 = min(h, y0 + -(-(y1 - y0) // block) * block)
