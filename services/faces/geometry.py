@@ -140,6 +140,8 @@ def _source_window(
     """
     (a, b, c), (d, e, f) = m.tolist()
     det = a * e - b * d
+    if det == 0:
+        return 0, 0, w, h  # a degenerate matrix: left to the warp to refuse as before
     # The output's corners taken back to the photo (the 2x2 inverse written out: this runs
     # for every crop, and np.linalg costs more than the arithmetic).
     xs, ys = [], []
