@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import itertools
 import json
 import math
 import subprocess
@@ -70,14 +69,13 @@ def _read_weights(model_json: dict, read: Callable[[str], bytes]) -> dict[str, t
         for w in group["weights"]:
             count = math.prod(w["shape"]) if w["shape"] else 1
             quant = (w.get("quantization") or {}).get("dtype")
-            dtype = {"float16": np.float16, None: None}.get(quant, "unsupported")
-            if dtype == "unsupported":
+            if quant not in (None, "float16"):
                 raise ValueError(f"{w['name']}: quantisation {quant} not handled")
-            dtype = dtype or {"float32": np.float32, "int32": np.int32}[w["dtype"]]
-            arr = np.frombuffer(data, dtype, count, offset)
+            stored = np.float16 if quant else {"float32": np.float32, "int32": np.int32}[w["dtype"]]
+            arr = np.frombuffer(data, stored, count, offset)
             offset += arr.nbytes
-            out[w["name"]] = torch.from_numpy(arr.astype(np.float32 if quant else dtype))
-            out[w["name"]] = out[w["name"]].reshape(w["shape"])
+            value = arr.astype(np.float32) if quant else arr.copy()
+            out[w["name"]] = torch.from_numpy(value.reshape(w["shape"]))
     return out
 
 
@@ -241,21 +239,8 @@ def scaled(chips: np.ndarray, how: str) -> np.ndarray:
 def pair_rates(items: Sequence[ev.Item], e: np.ndarray) -> dict[str, float | dict[str, float]]:
     """EER, and false accepts (overall and within one population) at the limits that refuse
     at most 1 % of genuine pairs and none."""
-    gen: list[float] = []
-    imp: list[float] = []
-    within: dict[str, list[float]] = {}
-    for i, j in itertools.combinations(range(len(items)), 2):
-        x, y = items[i], items[j]
-        if x.shot == y.shot:
-            continue
-        d = float(np.linalg.norm(e[i] - e[j]))
-        if x.person == y.person:
-            gen.append(d)
-            continue
-        imp.append(d)
-        if x.population and x.population == y.population:
-            within.setdefault(x.population, []).append(d)
-    g, m = np.array(gen), np.array(imp)
+    pairs = ev.pair_distances(items, e)
+    g, m = pairs.genuine, pairs.impostor
     eer, _ = ev.equal_error_rate(g, m)
     out: dict[str, float | dict[str, float]] = {"eer": eer}
     for label, q in (("frr_1pct", 0.99), ("frr_0", 1.0)):
@@ -263,7 +248,7 @@ def pair_rates(items: Sequence[ev.Item], e: np.ndarray) -> dict[str, float | dic
         out[label] = {
             "limit": limit,
             "far": float(np.mean(m <= limit)),
-            **{p: float(np.mean(np.array(v) <= limit)) for p, v in sorted(within.items())},
+            **{p: float(np.mean(v <= limit)) for p, v in pairs.within.items()},
         }
     return out
 

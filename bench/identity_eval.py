@@ -147,18 +147,47 @@ def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, 
     return best
 
 
+@dataclass
+class PairDistances:
+    """Descriptor distances between photos of different shots: genuine = same person,
+    impostor = different people, `within` = impostors of one self-reported population."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    within: dict[str, np.ndarray]
+
+
+def pair_distances(items: Sequence[Item], embeddings: Sequence[np.ndarray]) -> PairDistances:
+    gen: list[float] = []
+    imp: list[float] = []
+    within: dict[str, list[float]] = {}
+    for i, j in itertools.combinations(range(len(items)), 2):
+        x, y = items[i], items[j]
+        if x.shot == y.shot:
+            continue
+        d = float(np.linalg.norm(embeddings[i] - embeddings[j]))
+        if x.person == y.person:
+            gen.append(d)
+            continue
+        imp.append(d)
+        if x.population and x.population == y.population:
+            within.setdefault(x.population, []).append(d)
+    return PairDistances(
+        np.array(gen), np.array(imp), {k: np.array(v) for k, v in sorted(within.items())}
+    )
+
+
+def usable_pairs(a: Analysed) -> PairDistances:
+    """Pairs of the usable real photos (what the identity check sees)."""
+    real = [i for i, it in enumerate(a.items) if not it.synthetic and a.ok(i)]
+    return pair_distances([a.items[i] for i in real], [a.photos[i].embedding for i in real])
+
+
 def pair_report(a: Analysed, pair_limit: float) -> dict[str, float | int]:
     """Descriptor distances between usable real photos: genuine = same person, other shot;
     impostor = different people."""
-    real = [i for i, it in enumerate(a.items) if not it.synthetic and a.ok(i)]
-    gen, imp = [], []
-    for i, j in itertools.combinations(real, 2):
-        x, y = a.items[i], a.items[j]
-        if x.shot == y.shot:
-            continue
-        d = float(np.linalg.norm(a.photos[i].embedding - a.photos[j].embedding))
-        (gen if x.person == y.person else imp).append(d)
-    g, m = np.array(gen), np.array(imp)
+    pairs = usable_pairs(a)
+    g, m = pairs.genuine, pairs.impostor
     eer, at = equal_error_rate(g, m)
     return {
         "genuine_pairs": len(g),
@@ -177,20 +206,13 @@ def pair_report(a: Analysed, pair_limit: float) -> dict[str, float | int]:
 def population_report(a: Analysed, pair_limit: float) -> dict[str, dict[str, float | int]]:
     """False accepts at the limit among impostor pairs of one self-reported population (the
     hard case: an impostor who looks like the person's population), per population."""
-    real = [i for i, it in enumerate(a.items) if not it.synthetic and a.ok(i)]
-    by: dict[str, list[float]] = {}
-    for i, j in itertools.combinations(real, 2):
-        x, y = a.items[i], a.items[j]
-        if x.person != y.person and x.population and x.population == y.population:
-            d = float(np.linalg.norm(a.photos[i].embedding - a.photos[j].embedding))
-            by.setdefault(x.population, []).append(d)
     return {
         pop: {
             "impostor_pairs": len(d),
-            "far_at_threshold": float(np.mean(np.array(d) <= pair_limit)),
-            "impostor_min": float(min(d)),
+            "far_at_threshold": float(np.mean(d <= pair_limit)),
+            "impostor_min": float(d.min()),
         }
-        for pop, d in sorted(by.items())
+        for pop, d in usable_pairs(a).within.items()
     }
 
 

@@ -56,6 +56,21 @@ def files() -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in SET]
 
 
+async def first_photo_then_wait(
+    gw: GatewayUnderTest, order: pb.Order, first, second, seen: list[str]
+) -> AsyncIterator[pb.UploadPhotosRequest]:
+    """Send the first photo and the second photo's first chunk (which makes the gateway take
+    the first one in), then hold the stream until a blob is in the store; `seen` gets it."""
+    async for msg in chunks(order.name, [first]):
+        yield msg
+    yield pb.UploadPhotosRequest(filename=second[0], data=second[1][:1000])
+    for _ in range(600):
+        seen[:] = await stored_blobs(gw, order)
+        if seen:
+            break
+        await asyncio.sleep(0.1)
+
+
 async def verdicts(gw: GatewayUnderTest, order: pb.Order, outcomes, secret: str) -> dict:
     """What a person sees: each file's fate, the stored photos' findings, the set's check."""
     listed = await gw.api().ListPhotos(pb.ListPhotosRequest(parent=order.name), metadata=md(secret))
@@ -109,15 +124,8 @@ async def test_each_photo_is_stored_before_the_next_is_read_and_refusals_leave_n
     seen_mid_call: list[str] = []
 
     async def requests() -> AsyncIterator[pb.UploadPhotosRequest]:
-        async for msg in chunks(order.name, [first]):
+        async for msg in first_photo_then_wait(gw, order, first, second, seen_mid_call):
             yield msg
-        # The next photo's first chunk: the gateway takes the first photo in now.
-        yield pb.UploadPhotosRequest(filename=second[0], data=second[1][:1000])
-        for _ in range(600):
-            seen_mid_call[:] = await stored_blobs(gw, order)
-            if seen_mid_call:
-                break
-            await asyncio.sleep(0.1)
         yield pb.UploadPhotosRequest(data=second[1][1000:])
         # The first photo again: a copy, refused by the set's verdict after it was stored.
         async for msg in chunks("", [("again-" + first[0], first[1])]):
@@ -144,14 +152,8 @@ async def test_a_call_cut_off_midway_leaves_nothing_behind(gw) -> None:
     stored_before_cut: list[str] = []
 
     async def requests() -> AsyncIterator[pb.UploadPhotosRequest]:
-        async for msg in chunks(order.name, [first]):
+        async for msg in first_photo_then_wait(gw, order, first, second, stored_before_cut):
             yield msg
-        yield pb.UploadPhotosRequest(filename=second[0], data=second[1][:1000])
-        for _ in range(600):
-            stored_before_cut[:] = await stored_blobs(gw, order)
-            if stored_before_cut:
-                break
-            await asyncio.sleep(0.1)
         raise ConnectionAbortedError("the client went away")
 
     # grpc.aio answers a request stream that raises by cancelling the call.
