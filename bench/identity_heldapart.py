@@ -15,11 +15,11 @@ as the product does (`SelfieAnalyzer.analyze_photos`):
    the identity set (tests/fixtures/identity, tests/fixtures/faces). A member who changed
    party has several ids: people are told apart by name.
 2. The same among photos whose skin measures darker: the individual typology angle (ITA,
-   Chardon et al. 1991: atan((L* - 50) / b*) in CIELAB, under -10 degrees is "brown" or
-   darker) of the cheeks and forehead of the descriptor's own chip, colour photos only.
-   It is a measurement of the photo, not anyone's stated population, and light moves it:
-   read it as "faces of darker skin, mostly", the case the London set's Black impostor
-   pairs are the hard end of.
+   Chardon et al. 1991: atan((L* - 50) / b*) in CIELAB; their classes put -30..10 degrees
+   at "brown" and below -30 at "dark"; the cut here is -10) of the cheeks and forehead of
+   the descriptor's own chip, colour photos only. It is a measurement of the photo, not
+   anyone's stated population, and light moves it: read it as "faces of darker skin,
+   mostly", the case the London set's Black impostor pairs are the hard end of.
 3. Near-copies the source made of one shot (the repository's history holds a second,
    re-processed file for some members: mirrored and re-scaled to 175 px): how many the
    duplicate check catches. Missing them costs training time, not a person's photo.
