@@ -45,7 +45,7 @@ from bench import identity_eval as ev
 from services.faces.duplicates import load_duplicate_thresholds, near_duplicates
 from services.faces.identity import load_identity_thresholds, pairwise_distances
 from services.faces.image_io import decode_image
-from services.filter.analysis import SelfieAnalyzer
+from services.filter.analysis import SelfieAnalyzer, _Photo
 from services.filter.settings import FilterSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,17 +156,21 @@ def colour_chip(analyzer: SelfieAnalyzer, data: bytes) -> np.ndarray:
     return analyzer.stack.identity_chip(image, face)
 
 
-def describe(analyzer: SelfieAnalyzer, repo: Path, people: list[Member]) -> list[Described]:
-    """Each portrait through the product's per-photo analysis; the usable ones described."""
+def describe(
+    analyzer: SelfieAnalyzer, repo: Path, people: list[Member]
+) -> tuple[list[Described], dict[str, _Photo]]:
+    """Each portrait through the product's per-photo analysis: the usable ones described, and
+    every analysed photo by its path (the near-copy check reuses them)."""
     out = []
+    analysed: dict[str, _Photo] = {}
     for m in people:
         data = git_bytes(repo, f"HEAD:{m.path}")
-        photo = analyzer.analyze_photos([(m.icpsr, data)])[0]
+        photo = analysed[m.path] = analyzer.analyze_photos([(m.icpsr, data)])[0]
         if not photo.usable or photo.embedding is None:
             continue
         ita, chroma = skin_tone(colour_chip(analyzer, data))
         out.append(Described(m, photo.embedding, ita, chroma))
-    return out
+    return out, analysed
 
 
 def false_accepts(faces: list[Described], limit: float) -> dict[str, object]:
@@ -193,16 +197,19 @@ def false_accepts(faces: list[Described], limit: float) -> dict[str, object]:
 
 
 def copies_caught(
-    analyzer: SelfieAnalyzer, repo: Path, versions: dict[str, list[str]]
+    analyzer: SelfieAnalyzer,
+    repo: Path,
+    versions: dict[str, list[str]],
+    current: dict[str, _Photo],
 ) -> dict[str, float | int]:
-    """The source's two files of one shot, judged as the duplicate check judges a pair."""
+    """The source's two files of one shot, judged as the duplicate check judges a pair. The
+    newer file is the one HEAD holds, already analysed (`current`); the older is read from
+    the commit that wrote it."""
     config = load_duplicate_thresholds()
     pairs = caught = 0
     for path, commits in sorted(versions.items()):
-        photos = [
-            analyzer.analyze_photos([(f"{path}@{c[:8]}", git_bytes(repo, f"{c}:{path}"))])[0]
-            for c in commits[:2]
-        ]
+        older = git_bytes(repo, f"{commits[1]}:{path}")
+        photos = [current[path], analyzer.analyze_photos([(f"{path}@{commits[1][:8]}", older)])[0]]
         if not all(p.usable and p.embedding is not None and p.chip is not None for p in photos):
             continue
         pairs += 1
@@ -228,7 +235,7 @@ def main() -> None:
 
     # 1. Every held-apart portrait, described as the product describes a selfie.
     people = members(ns.repo, ns.min_congress)
-    faces = describe(analyzer, ns.repo, people)
+    faces, analysed = describe(analyzer, ns.repo, people)
     # 2. False accepts overall and among darker-skinned colour photos.
     darker = [f for f in faces if f.chroma >= MIN_SKIN_CHROMA and f.ita < DARKER_ITA]
     # 3. The source's own near-copies.
@@ -244,7 +251,7 @@ def main() -> None:
             "rule": f"skin chroma >= {MIN_SKIN_CHROMA}, ITA < {DARKER_ITA} degrees",
             **false_accepts(darker, limit),
         },
-        "near_copies": copies_caught(analyzer, ns.repo, versions),
+        "near_copies": copies_caught(analyzer, ns.repo, versions, analysed),
         "wall_s": time.perf_counter() - t0,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
